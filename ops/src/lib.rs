@@ -1,1 +1,11 @@
-//! placeholder
+//! reprise-ops: the single `reprise` binary and the operator workflows behind it: the
+//! CLI, local multi-site clusters on 127.0.0.1, cluster status with site-aware fault
+//! tolerance, key-value commands, and the failover demo.
+
+pub mod cli;
+pub mod cmd_cluster;
+pub mod cmd_kv;
+pub mod cmd_node;
+pub mod demo;
+pub mod local;
+pub mod output;

@@ -1,0 +1,327 @@
+//! The leader-following client. It keeps one lazily connected channel per endpoint, sends
+//! to the node it believes leads, follows "not the leader" answers to the named leader,
+//! and moves on to the next endpoint when one cannot be reached. A write is retried only
+//! when it certainly was not applied (not-leader answer, or the connection was never
+//! made); otherwise the caller gets `ClientError::Indeterminate`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::limits::GRPC_MESSAGE_BYTES_MAX;
+use crate::model::{self, ValidationError};
+use crate::pb::admin::admin_client::AdminClient;
+use crate::pb::admin as apb;
+use crate::pb::kv::kv_client::KvClient;
+use crate::pb::kv as kpb;
+use crate::redirect::parse_not_leader;
+
+/// Timeouts and retry budget.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Per-RPC timeout.
+    pub rpc_timeout: Duration,
+    /// Connect timeout per endpoint.
+    pub connect_timeout: Duration,
+    /// Total time one call may spend following leaders and retrying.
+    pub deadline: Duration,
+    /// Pause between rounds when no endpoint could serve.
+    pub retry_pause: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            rpc_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(500),
+            deadline: Duration::from_secs(10),
+            retry_pause: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("no endpoint reachable ({endpoints}): {last_error}")]
+    Unreachable { endpoints: String, last_error: String },
+    #[error("no leader found within {waited_ms} ms: {last_error}")]
+    NoLeader { waited_ms: u128, last_error: String },
+    #[error("outcome unknown: {endpoint} failed after the request was sent ({status}); the write may or may not have been applied")]
+    Indeterminate { endpoint: String, status: String },
+    #[error("{endpoint} refused the request: {}", .status.message())]
+    Rejected { endpoint: String, status: Status },
+}
+
+/// Whether a call may be repeated after an ambiguous failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads and barriers: repeating changes nothing.
+    Idempotent,
+    /// Writes: repeat only when certainly not applied.
+    OnlyIfNotApplied,
+}
+
+/// A client of a Reprise cluster.
+pub struct Client {
+    endpoints: Mutex<Vec<String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    preferred: Mutex<usize>,
+    opts: ClientOptions,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("endpoints", &self.endpoint_list()).finish()
+    }
+}
+
+fn normalize(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port`, comma lists accepted). Connects lazily.
+    pub fn new(endpoints: &[String], opts: ClientOptions) -> Result<Client, ClientError> {
+        let list: Vec<String> = endpoints
+            .iter()
+            .flat_map(|e| e.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        if list.is_empty() {
+            return Err(ClientError::InvalidEndpoint {
+                endpoint: String::new(),
+                reason: "no endpoints given (use --endpoints or REPRISE_ENDPOINTS)".into(),
+            });
+        }
+        let client = Client {
+            endpoints: Mutex::new(Vec::new()),
+            channels: Mutex::new(HashMap::new()),
+            preferred: Mutex::new(0),
+            opts,
+        };
+        for e in &list {
+            client.channel(e)?;
+            client.lock_endpoints().push(e.clone());
+        }
+        Ok(client)
+    }
+
+    fn lock_endpoints(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoints known so far (given ones plus leaders learned from redirects).
+    pub fn endpoint_list(&self) -> Vec<String> {
+        self.lock_endpoints().clone()
+    }
+
+    fn channel(&self, endpoint: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(normalize(endpoint)).map_err(|e| ClientError::InvalidEndpoint {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
+        })?;
+        let channel = ep
+            .connect_timeout(self.opts.connect_timeout)
+            .timeout(self.opts.rpc_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(endpoint.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn prefer(&self, endpoint: &str) {
+        let mut eps = self.lock_endpoints();
+        let idx = match eps.iter().position(|e| e == endpoint) {
+            Some(i) => i,
+            None => {
+                eps.push(endpoint.to_string());
+                eps.len() - 1
+            }
+        };
+        *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = idx;
+    }
+
+    fn current(&self, offset: usize) -> String {
+        let eps = self.lock_endpoints();
+        let p = *self.preferred.lock().unwrap_or_else(|p| p.into_inner());
+        eps[(p + offset) % eps.len()].clone()
+    }
+
+    /// Runs `call` against the leader, following redirects and skipping dead endpoints.
+    pub async fn call<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut offset = 0;
+        let mut last_error = String::from("no attempt made");
+        let mut saw_redirect = false;
+        while started.elapsed() < self.opts.deadline {
+            let endpoint = self.current(offset);
+            let channel = self.channel(&endpoint)?;
+            match call(channel).await {
+                Ok(resp) => {
+                    self.prefer(&endpoint);
+                    return Ok(resp.into_inner());
+                }
+                Err(status) => {
+                    last_error = format!("{endpoint}: {}", status.message());
+                    if let Some(leader) = parse_not_leader(&status) {
+                        saw_redirect = true;
+                        match leader {
+                            Some(addr) if addr != endpoint => {
+                                self.prefer(&addr);
+                                offset = 0;
+                                continue;
+                            }
+                            _ => offset += 1,
+                        }
+                    } else if never_sent(&status) || retry == Retry::Idempotent && retriable(&status) {
+                        offset += 1;
+                    } else if retriable(&status) {
+                        return Err(ClientError::Indeterminate { endpoint, status: status.to_string() });
+                    } else {
+                        return Err(ClientError::Rejected { endpoint, status });
+                    }
+                    if offset % self.lock_endpoints().len() == 0 {
+                        tokio::time::sleep(self.opts.retry_pause).await;
+                    }
+                }
+            }
+        }
+        if saw_redirect {
+            Err(ClientError::NoLeader { waited_ms: started.elapsed().as_millis(), last_error })
+        } else {
+            Err(ClientError::Unreachable { endpoints: self.endpoint_list().join(","), last_error })
+        }
+    }
+
+    fn kv(channel: Channel) -> KvClient<Channel> {
+        KvClient::new(channel)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+    }
+
+    /// Admin client on one channel.
+    pub fn admin(channel: Channel) -> AdminClient<Channel> {
+        AdminClient::new(channel)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<kpb::PutResponse, ClientError> {
+        let req = kpb::PutRequest { key: key.to_vec(), value: value.to_vec() };
+        model::Put::try_from(req.clone())?;
+        self.call(Retry::OnlyIfNotApplied, |c| {
+            let req = req.clone();
+            async move { Self::kv(c).put(req).await }
+        })
+        .await
+    }
+
+    /// Reads `key`.
+    pub async fn get(&self, key: &[u8], stale: bool) -> Result<kpb::GetResponse, ClientError> {
+        let req = kpb::GetRequest { key: key.to_vec(), consistency: consistency(stale) };
+        model::Get::try_from(req.clone())?;
+        self.call(Retry::Idempotent, |c| {
+            let req = req.clone();
+            async move { Self::kv(c).get(req).await }
+        })
+        .await
+    }
+
+    /// Deletes `key`.
+    pub async fn delete(&self, key: &[u8]) -> Result<kpb::DeleteResponse, ClientError> {
+        let req = kpb::DeleteRequest { key: key.to_vec() };
+        model::Delete::try_from(req.clone())?;
+        self.call(Retry::OnlyIfNotApplied, |c| {
+            let req = req.clone();
+            async move { Self::kv(c).delete(req).await }
+        })
+        .await
+    }
+
+    /// One page of a scan.
+    pub async fn scan(&self, req: kpb::ScanRequest) -> Result<kpb::ScanResponse, ClientError> {
+        model::Scan::try_from(req.clone())?;
+        self.call(Retry::Idempotent, |c| {
+            let req = req.clone();
+            async move { Self::kv(c).scan(req).await }
+        })
+        .await
+    }
+
+    /// A compare-and-swap transaction.
+    pub async fn txn(&self, req: kpb::TxnRequest) -> Result<kpb::TxnResponse, ClientError> {
+        model::Txn::try_from(req.clone())?;
+        self.call(Retry::OnlyIfNotApplied, |c| {
+            let req = req.clone();
+            async move { Self::kv(c).txn(req).await }
+        })
+        .await
+    }
+
+    /// Status of the node at `endpoint` only (no leader following).
+    pub async fn status_of(&self, endpoint: &str) -> Result<apb::NodeStatus, ClientError> {
+        let channel = self.channel(endpoint)?;
+        Self::admin(channel)
+            .status(apb::StatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| ClientError::Unreachable {
+                endpoints: endpoint.to_string(),
+                last_error: status.message().to_string(),
+            })
+    }
+
+    /// State checksum of the node at `endpoint`.
+    pub async fn checksum_of(&self, endpoint: &str) -> Result<apb::ChecksumResponse, ClientError> {
+        let channel = self.channel(endpoint)?;
+        Self::admin(channel)
+            .checksum(apb::ChecksumRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| ClientError::Rejected { endpoint: endpoint.to_string(), status })
+    }
+}
+
+fn consistency(stale: bool) -> i32 {
+    if stale {
+        kpb::Consistency::Stale as i32
+    } else {
+        kpb::Consistency::Linearizable as i32
+    }
+}
+
+/// A transport failure before any byte of the request left: safe to retry anything.
+/// tonic reports connection failures as `Unavailable` whose message names the connect
+/// step; that text is the only signal it exposes.
+fn never_sent(status: &Status) -> bool {
+    status.code() == Code::Unavailable && status.message().contains("connect")
+}
+
+fn retriable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
+}

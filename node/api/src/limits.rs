@@ -1,0 +1,17 @@
+//! Every size limit of the protocol, in one place. Servers and the client enforce the
+//! same numbers, so an oversized request is refused before anything is written.
+
+/// Longest key accepted.
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+/// Longest value accepted.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Most compares plus operations in one transaction.
+pub const TXN_OPS_MAX: usize = 128;
+/// Most keys one scan page returns.
+pub const SCAN_LIMIT_MAX: u32 = 10_000;
+/// Keys per scan page when the request does not say.
+pub const SCAN_LIMIT_DEFAULT: u32 = 1_000;
+/// Largest gRPC message, in either direction (a scan page of big values, a snapshot chunk).
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Snapshot bytes sent per InstallSnapshot RPC; well below the message limit.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;

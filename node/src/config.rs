@@ -1,0 +1,278 @@
+//! Node configuration: the TOML file an operator writes (`NodeConfigFile`, every field
+//! documented with its default) and its validation into the runtime `NodeConfig`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reprise_api::limits::SNAPSHOT_CHUNK_BYTES;
+use reprise_storage::{Member, NodeId};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why a config file was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The config file as written by an operator (see `deploy/config/node.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfigFile {
+    /// Unique node id, never reused. Required.
+    pub id: NodeId,
+    /// Site (datacenter) this node runs in; must be listed in `sites`. Required.
+    pub site: String,
+    /// Zone inside the site. Default: none.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Address the gRPC server binds. Required.
+    pub listen_addr: SocketAddr,
+    /// Address peers and clients use to reach this node. Default: `listen_addr`.
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    /// Directory for the Raft log, state machine and snapshots. Required.
+    pub data_dir: PathBuf,
+    /// Every site of the cluster. Required, at least one.
+    pub sites: Vec<String>,
+    /// Cluster name; peers must agree. Default: "reprise".
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// Members used by `reprise cluster init` to bootstrap. Default: none.
+    #[serde(default)]
+    pub initial_members: Vec<InitialMember>,
+    /// Raft timing and log settings.
+    #[serde(default)]
+    pub raft: RaftSettings,
+}
+
+/// One bootstrap member.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InitialMember {
+    pub id: NodeId,
+    pub site: String,
+    #[serde(default)]
+    pub zone: Option<String>,
+    pub addr: String,
+}
+
+/// Raft settings, tuned for sites a few milliseconds apart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    /// Leader heartbeat period. Default: 50.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout. Default: 150.
+    pub election_timeout_ms_min: u64,
+    /// Upper bound of the randomized election timeout; also the leader lease, during which
+    /// followers refuse to vote for another candidate. Default: 250.
+    pub election_timeout_ms_max: u64,
+    /// Build a snapshot after this many applied entries. Default: 10000.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the snapshot, for lagging followers. Default: 1000.
+    pub logs_kept_after_snapshot: u64,
+    /// Roll over to a new log segment file past this size. Default: 67108864 (64 MiB).
+    pub segment_bytes_max: u64,
+    /// Most entries per AppendEntries RPC. Default: 512.
+    pub append_entries_max: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_interval_ms: 50,
+            election_timeout_ms_min: 150,
+            election_timeout_ms_max: 250,
+            snapshot_logs_since_last: 10_000,
+            logs_kept_after_snapshot: 1_000,
+            segment_bytes_max: 64 * 1024 * 1024,
+            append_entries_max: 512,
+        }
+    }
+}
+
+fn default_cluster_name() -> String {
+    "reprise".to_string()
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub member: Member,
+    pub listen_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub sites: BTreeSet<String>,
+    pub cluster_name: String,
+    pub initial_members: BTreeMap<NodeId, Member>,
+    pub raft: RaftSettings,
+}
+
+impl NodeConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file: NodeConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        file.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// The openraft configuration derived from these settings.
+    pub fn openraft(&self) -> Result<openraft::Config, String> {
+        let r = &self.raft;
+        openraft::Config {
+            cluster_name: self.cluster_name.clone(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_ms_min,
+            election_timeout_max: r.election_timeout_ms_max,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: r.append_entries_max,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+
+    /// Heartbeat period.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.raft.heartbeat_interval_ms)
+    }
+}
+
+impl NodeConfigFile {
+    /// Checks everything that types alone cannot; the message names the offending field.
+    pub fn validate(self) -> Result<NodeConfig, String> {
+        let mut sites = BTreeSet::new();
+        for s in &self.sites {
+            if s.trim().is_empty() {
+                return Err("sites: a site name is empty".into());
+            }
+            if !sites.insert(s.clone()) {
+                return Err(format!("sites: {s:?} is listed twice"));
+            }
+        }
+        if sites.is_empty() {
+            return Err("sites: at least one site is required".into());
+        }
+        let known = |site: &str, field: &str| {
+            if sites.contains(site) {
+                Ok(())
+            } else {
+                Err(format!("{field}: unknown site {site:?} (sites are {:?})", self.sites))
+            }
+        };
+        known(&self.site, "site")?;
+        let mut initial = BTreeMap::new();
+        let mut addrs = BTreeSet::new();
+        for m in &self.initial_members {
+            known(&m.site, &format!("initial_members id {}", m.id))?;
+            if !addrs.insert(m.addr.clone()) {
+                return Err(format!("initial_members: address {} is used twice", m.addr));
+            }
+            let member = Member { addr: m.addr.clone(), site: m.site.clone(), zone: m.zone.clone() };
+            if initial.insert(m.id, member).is_some() {
+                return Err(format!("initial_members: duplicate id {}", m.id));
+            }
+        }
+        let addr = self.advertise_addr.clone().unwrap_or_else(|| self.listen_addr.to_string());
+        let member = Member { addr, site: self.site.clone(), zone: self.zone.clone() };
+        if let Some(listed) = initial.get(&self.id) {
+            if listed.site != member.site || listed.addr != member.addr {
+                return Err(format!(
+                    "initial_members: node {} is listed as {listed} but this config says {member}",
+                    self.id
+                ));
+            }
+        }
+        let r = &self.raft;
+        if !(r.heartbeat_interval_ms < r.election_timeout_ms_min && r.election_timeout_ms_min < r.election_timeout_ms_max) {
+            return Err("raft: need heartbeat_interval_ms < election_timeout_ms_min < election_timeout_ms_max".into());
+        }
+        if r.snapshot_logs_since_last == 0 || r.segment_bytes_max < 4096 || r.append_entries_max == 0 {
+            return Err("raft: snapshot_logs_since_last and append_entries_max must be > 0, segment_bytes_max >= 4096".into());
+        }
+        let config = NodeConfig {
+            id: self.id,
+            member,
+            listen_addr: self.listen_addr,
+            data_dir: self.data_dir,
+            sites,
+            cluster_name: self.cluster_name,
+            initial_members: initial,
+            raft: self.raft,
+        };
+        config.openraft().map_err(|e| format!("raft: {e}"))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 1
+site = "a"
+listen_addr = "127.0.0.1:7001"
+data_dir = "/tmp/x"
+sites = ["a", "b", "c"]
+[[initial_members]]
+id = 1
+site = "a"
+addr = "127.0.0.1:7001"
+[[initial_members]]
+id = 2
+site = "b"
+addr = "127.0.0.1:7002"
+"#;
+
+    fn parse(text: &str) -> Result<NodeConfig, String> {
+        let file: NodeConfigFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        file.validate()
+    }
+
+    #[test]
+    fn accepts_a_good_config_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.raft.heartbeat_interval_ms, 50);
+        assert_eq!(c.initial_members.len(), 2);
+        assert_eq!(c.member.addr, "127.0.0.1:7001");
+    }
+
+    #[test]
+    fn refuses_unknown_site_duplicate_ids_and_missing_fields() {
+        let e = parse(&GOOD.replace("site = \"a\"\nlisten", "site = \"z\"\nlisten")).unwrap_err();
+        assert!(e.contains("unknown site \"z\""), "{e}");
+        let e = parse(&GOOD.replace("id = 2", "id = 1")).unwrap_err();
+        assert!(e.contains("duplicate id 1"), "{e}");
+        let e = parse(&GOOD.replace("data_dir = \"/tmp/x\"\n", "")).unwrap_err();
+        assert!(e.contains("data_dir"), "{e}");
+        let e = parse(&format!("{GOOD}\nbogus = 1\n")).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn refuses_inverted_timeouts() {
+        let e = parse(&format!("{GOOD}\n[raft]\nelection_timeout_ms_min = 20\n")).unwrap_err();
+        assert!(e.contains("heartbeat_interval_ms"), "{e}");
+    }
+}

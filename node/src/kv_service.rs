@@ -1,0 +1,111 @@
+//! The public key-value gRPC service. Writes go through Raft on the leader (others answer
+//! with a redirect); reads are linearizable through openraft's read-index unless the
+//! request asks for a stale read.
+
+use std::sync::Arc;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use reprise_api::model::{self, Consistency, ScanRange};
+use reprise_api::pb::kv::kv_server::Kv;
+use reprise_api::pb::kv::*;
+use reprise_storage::command::{Operation, Outcome};
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::state::{internal, redirect, NodeState, Written};
+
+/// The `Kv` service of one node.
+pub struct KvService {
+    pub state: Arc<NodeState>,
+}
+
+impl KvService {
+    fn header(w: &Written, leader: u64) -> Option<WriteHeader> {
+        Some(WriteHeader { index: w.log_id.index, hlc: w.response.hlc, leader_id: leader })
+    }
+
+    /// Waits until this node may serve a read of the requested consistency, and says how.
+    async fn read_barrier(&self, consistency: Consistency) -> Result<ReadHeader, Status> {
+        let linearizable = consistency == Consistency::Linearizable;
+        if linearizable {
+            match self.state.raft.ensure_linearizable().await {
+                Ok(_) => {}
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => return Err(redirect(&f)),
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                    return Err(Status::unavailable(format!("leader cannot reach a quorum: {q}")))
+                }
+                Err(RaftError::Fatal(f)) => return Err(Status::unavailable(format!("raft stopped: {f}"))),
+            }
+        }
+        let applied = self.state.view.applied().map_err(internal)?;
+        Ok(ReadHeader {
+            applied_index: applied.map(|l| l.index).unwrap_or(0),
+            served_by: self.state.id,
+            linearizable,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let put = model::Put::try_from(req.into_inner())?;
+        let w = self.state.write(Operation::Put { key: put.key, value: put.value }).await?;
+        let version = match w.response.outcome {
+            Outcome::Put { version } => version,
+            other => return Err(internal(format!("put produced {other:?}"))),
+        };
+        Ok(Response::new(PutResponse { header: Self::header(&w, self.state.id), version }))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let get = model::Get::try_from(req.into_inner())?;
+        let header = self.read_barrier(get.consistency).await?;
+        let kv = self.state.view.get(&get.key).map_err(internal)?.map(|value| {
+            convert::key_value(reprise_storage::KeyValue { key: get.key, value })
+        });
+        Ok(Response::new(GetResponse { header: Some(header), kv }))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let del = model::Delete::try_from(req.into_inner())?;
+        let w = self.state.write(Operation::Delete { key: del.key }).await?;
+        let existed = match w.response.outcome {
+            Outcome::Delete { existed } => existed,
+            other => return Err(internal(format!("delete produced {other:?}"))),
+        };
+        Ok(Response::new(DeleteResponse { header: Self::header(&w, self.state.id), existed }))
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let scan = model::Scan::try_from(req.into_inner())?;
+        let header = self.read_barrier(scan.consistency).await?;
+        let want = scan.limit as usize;
+        let view = &self.state.view;
+        let mut found = match &scan.range {
+            ScanRange::Prefix { prefix, from } => view.prefix(prefix, from, want + 1),
+            ScanRange::Range { from, end } => view.range(from, end.as_deref(), want + 1),
+        }
+        .map_err(internal)?;
+        let next_page_token = if found.len() > want {
+            found.truncate(want);
+            let mut token = found.last().map(|kv| kv.key.clone()).unwrap_or_default();
+            token.push(0);
+            token
+        } else {
+            Vec::new()
+        };
+        let kvs = found.into_iter().map(convert::key_value).collect();
+        Ok(Response::new(ScanResponse { header: Some(header), kvs, next_page_token }))
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let txn = model::Txn::try_from(req.into_inner())?;
+        let w = self.state.write(convert::txn(txn)).await?;
+        let succeeded = match w.response.outcome {
+            Outcome::Txn { succeeded } => succeeded,
+            other => return Err(internal(format!("txn produced {other:?}"))),
+        };
+        Ok(Response::new(TxnResponse { header: Self::header(&w, self.state.id), succeeded }))
+    }
+}

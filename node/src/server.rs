@@ -1,0 +1,104 @@
+//! Starting and stopping a node: opens storage, starts Raft, serves the client, peer,
+//! admin and health gRPC services on one listener, and shuts everything down in order.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use reprise_api::limits::GRPC_MESSAGE_BYTES_MAX;
+use reprise_api::pb::admin::admin_server::AdminServer;
+use reprise_api::pb::kv::kv_server::KvServer;
+use reprise_api::pb::raft::raft_server::RaftServer;
+use reprise_storage::log::SegmentLogOptions;
+use reprise_storage::{LogStore, StateMachineStore};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::admin_service::AdminService;
+use crate::config::NodeConfig;
+use crate::hlc::{Hlc, SystemClock};
+use crate::kv_service::KvService;
+use crate::network::PeerNetwork;
+use crate::raft_service::RaftService;
+use crate::state::NodeState;
+use crate::Raft;
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("create data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("open raft log: {0}")]
+    Log(#[from] reprise_storage::LogOpenError),
+    #[error("open state machine: {0}")]
+    StateMachine(#[from] reprise_storage::StateMachineError),
+    #[error("raft config: {0}")]
+    RaftConfig(String),
+    #[error("start raft: {0}")]
+    Raft(String),
+    #[error("listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs a node until `shutdown` completes, then stops Raft and closes storage.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    let log_dir = config.data_dir.join("log");
+    let sm_dir = config.data_dir.join("sm");
+    for dir in [&log_dir, &sm_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
+    }
+    let log = LogStore::open(&log_dir, SegmentLogOptions { segment_bytes_max: config.raft.segment_bytes_max })?;
+    let sm = StateMachineStore::open(&sm_dir)?;
+    let view = sm.view();
+    let raft_config = Arc::new(config.openraft().map_err(NodeError::RaftConfig)?);
+    let raft = Raft::new(config.id, raft_config, PeerNetwork, log, sm)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let state = Arc::new(NodeState {
+        id: config.id,
+        member: config.member.clone(),
+        raft: raft.clone(),
+        view,
+        hlc: Hlc::new(Arc::new(SystemClock::default())),
+    });
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| NodeError::Listen { addr: config.listen_addr, source })?;
+    info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
+    let served = serve(state, listener, shutdown).await;
+    info!("stopping raft");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    served
+}
+
+async fn serve(
+    state: Arc<NodeState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<KvService>>().await;
+    let kv = KvServer::new(KvService { state: state.clone() })
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let peer = RaftServer::new(RaftService { raft: state.raft.clone() })
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let admin = AdminServer::new(AdminService { state })
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(kv)
+        .add_service(peer)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

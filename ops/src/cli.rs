@@ -1,0 +1,110 @@
+//! Command-line definition (clap, noun-verb) and dispatch. Every command takes
+//! `-o table|json`; client commands take `--endpoints` or `REPRISE_ENDPOINTS`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use reprise_api::{Client, ClientOptions};
+
+use crate::output::{CliError, CliResult, Format};
+use crate::{cmd_cluster, cmd_kv, cmd_node, demo, local};
+
+/// Reprise: a multi-site replicated store that survives the loss of a datacenter.
+#[derive(Debug, Parser)]
+#[command(name = "reprise", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Cluster endpoints, host:port, comma separated.
+    #[arg(long, global = true, env = "REPRISE_ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    pub output: Format,
+    /// Give up on a request after this many milliseconds of retries and leader changes.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl Global {
+    /// A leader-following client for `--endpoints`.
+    pub fn client(&self) -> CliResult<Client> {
+        let opts = ClientOptions { deadline: Duration::from_millis(self.timeout_ms), ..Default::default() };
+        Ok(Client::new(&self.endpoints, opts)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a server node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Inspect and change the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: cmd_cluster::ClusterCommand,
+    },
+    /// Read and write keys.
+    Kv {
+        #[command(subcommand)]
+        command: cmd_kv::KvCommand,
+    },
+    /// Guided demonstrations on a scratch local cluster.
+    Demo {
+        #[command(subcommand)]
+        command: demo::DemoCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Start a node from a TOML config file (see deploy/config/node.toml).
+    Start {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Parses the command line, runs the command, maps failures to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    if let Command::Node { command: NodeCommand::Start { config } } = &cli.command {
+        return cmd_node::start(config);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(anyhow::anyhow!("start async runtime: {e}")))?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Node { .. } => Ok(()),
+            Command::Cluster { command } => match command {
+                cmd_cluster::ClusterCommand::Local { command } => local::run(command, &cli.global).await,
+                other => cmd_cluster::run(other, &cli.global).await,
+            },
+            Command::Kv { command } => cmd_kv::run(command, &cli.global).await,
+            Command::Demo { command } => demo::run(command, &cli.global).await,
+        }
+    })
+}

@@ -1,0 +1,100 @@
+//! Commands replicated through the Raft log and the responses the state machine returns.
+//!
+//! Every command carries the hybrid-logical-clock timestamp the leader stamped it with, so
+//! the state machine never reads a clock and replays give identical results.
+
+use serde::{Deserialize, Serialize};
+
+/// One replicated command: an operation plus the leader's HLC stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Hybrid logical clock timestamp assigned by the leader (see `reprise_node::hlc`).
+    pub hlc: u64,
+    /// What to do.
+    pub op: Operation,
+}
+
+/// The operations the state machine knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Changes no data; used to confirm that a leader can commit (barrier).
+    Noop,
+    /// Set `key` to `value`.
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Remove `key` (no error if absent).
+    Delete { key: Vec<u8> },
+    /// Compare-and-swap over several keys at once.
+    Txn(Txn),
+}
+
+/// A transaction: if every compare holds, run `success`, otherwise run `failure`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+/// One condition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+/// Relation between the key's current value/version and the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+}
+
+/// What a compare looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    /// The value; `None` stands for "key absent" (only meaningful with Equal / NotEqual).
+    Value(Option<Vec<u8>>),
+    /// The key's version: 0 when absent, 1 after creation, +1 on every put.
+    Version(u64),
+}
+
+/// A write inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+/// What applying one log entry produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResponse {
+    /// HLC stamp of the command (0 for blank and membership entries).
+    pub hlc: u64,
+    pub outcome: Outcome,
+}
+
+/// Outcome of one applied entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Blank, membership or no-op entry.
+    Nothing,
+    /// A put; the key's version after it.
+    Put { version: u64 },
+    /// A delete; whether the key existed.
+    Delete { existed: bool },
+    /// A transaction; whether the compares held (the success branch ran).
+    Txn { succeeded: bool },
+}
+
+impl CommandResponse {
+    /// Response for entries that carry no command (blank, membership).
+    pub fn nothing() -> Self {
+        CommandResponse {
+            hlc: 0,
+            outcome: Outcome::Nothing,
+        }
+    }
+}

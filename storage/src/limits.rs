@@ -1,0 +1,13 @@
+//! Size limits that storage enforces on what it reads from disk. The client-facing limits
+//! live in `reprise_api::limits`; these bound what a damaged file can make us allocate.
+
+/// Longest key a record on disk may carry.
+pub const KEY_BYTES_MAX: usize = 64 * 1024;
+/// Longest encoded value record on disk (value plus its header).
+pub const VALUE_RECORD_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Longest snapshot header (metadata with membership).
+pub const SNAPSHOT_HEADER_BYTES_MAX: usize = 1024 * 1024;
+/// Entries applied to sled per atomic batch when a snapshot is loaded.
+pub const SNAPSHOT_LOAD_BATCH_KEYS: usize = 4096;
+/// Queued requests to the log writer thread before `append` waits.
+pub const LOG_WRITER_QUEUE_MAX: usize = 1024;

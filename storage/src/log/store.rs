@@ -1,0 +1,229 @@
+//! `LogStore`: openraft's `RaftLogStorage` over our segment files. Entries not yet purged
+//! are also kept decoded in memory (bounded by the snapshot policy), so reads never touch
+//! the disk; every change goes through the writer thread, which acknowledges appends
+//! only after fdatasync.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{OptionalSend, StorageIOError, Vote};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use super::segment::{SegmentLog, SegmentLogError, SegmentLogOptions};
+use super::writer::{self, WriterRequest, PURGED_FILE};
+use crate::atomic_file::{read_checked, write_atomic, AtomicFileError};
+use crate::limits::LOG_WRITER_QUEUE_MAX;
+use crate::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig};
+
+const VOTE_FILE: &str = "vote";
+
+/// Why the log could not be opened.
+#[derive(Debug, Error)]
+pub enum LogOpenError {
+    #[error(transparent)]
+    Segment(#[from] SegmentLogError),
+    #[error(transparent)]
+    File(#[from] AtomicFileError),
+    #[error("raft log entry {index} passed its checksum but cannot be decoded: {reason}")]
+    Decode { index: u64, reason: String },
+    #[error("start the raft log writer thread: {0}")]
+    Thread(io::Error),
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: BTreeMap<u64, Entry>,
+    last_purged: Option<LogId>,
+}
+
+/// Shared in-memory view of the log, read by openraft's replication tasks.
+#[derive(Clone, Default)]
+pub struct LogReader {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl LogReader {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a panic while holding it; the data is still consistent
+        // because every critical section is a plain map update.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, RaftStorageError> {
+        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+/// The durable Raft log and vote of one node.
+pub struct LogStore {
+    reader: LogReader,
+    dir: PathBuf,
+    vote: Option<Vote<NodeId>>,
+    tx: Option<mpsc::Sender<WriterRequest>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LogStore {
+    /// Opens the log in `dir`, recovering segments (torn tail truncated, corruption refused).
+    pub fn open(dir: &Path, opts: SegmentLogOptions) -> Result<Self, LogOpenError> {
+        let (segments, recovered) = SegmentLog::open(dir, opts)?;
+        let last_purged: Option<LogId> = decode_file(dir, PURGED_FILE)?;
+        let vote: Option<Vote<NodeId>> = decode_file(dir, VOTE_FILE)?;
+        let floor = last_purged.map(|l| l.index);
+        let mut entries = BTreeMap::new();
+        for (index, bytes) in recovered.entries {
+            if floor.is_some_and(|f| index <= f) {
+                continue;
+            }
+            let entry: Entry = postcard::from_bytes(&bytes).map_err(|e| LogOpenError::Decode {
+                index,
+                reason: e.to_string(),
+            })?;
+            entries.insert(index, entry);
+        }
+        let (tx, rx) = mpsc::channel(LOG_WRITER_QUEUE_MAX);
+        let thread = writer::spawn(segments, dir.to_path_buf(), rx).map_err(LogOpenError::Thread)?;
+        Ok(LogStore {
+            reader: LogReader {
+                inner: Arc::new(Mutex::new(Inner { entries, last_purged })),
+            },
+            dir: dir.to_path_buf(),
+            vote,
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    async fn send(&self, req: WriterRequest) -> Result<(), RaftStorageError> {
+        let tx = self.tx.as_ref().ok_or_else(|| writer_gone(None))?;
+        tx.send(req).await.map_err(|_| writer_gone(None))
+    }
+
+    async fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<io::Result<()>>) -> WriterRequest,
+    ) -> Result<(), RaftStorageError> {
+        let (done, wait) = oneshot::channel();
+        self.send(make(done)).await?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(writer_gone(Some(e))),
+            Err(_) => Err(writer_gone(None)),
+        }
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn decode_file<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>, LogOpenError> {
+    match read_checked(dir, name)? {
+        Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| LogOpenError::Decode {
+            index: 0,
+            reason: format!("{name} file: {e}"),
+        }),
+        None => Ok(None),
+    }
+}
+
+fn writer_gone(cause: Option<io::Error>) -> RaftStorageError {
+    let e = cause.unwrap_or_else(|| io::Error::other("raft log writer thread stopped"));
+    StorageIOError::write_logs(&e).into()
+}
+
+fn encode_err(e: postcard::Error) -> RaftStorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, RaftStorageError> {
+        self.reader.try_get_log_entries(range).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+        let inner = self.reader.lock();
+        let last = inner.entries.values().next_back().map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last.or(inner.last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        self.reader.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
+        let bytes = postcard::to_allocvec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_atomic(&dir, VOTE_FILE, &bytes))
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, RaftStorageError> {
+        Ok(self.vote)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut records = Vec::new();
+        {
+            let mut inner = self.reader.lock();
+            for entry in entries {
+                let index = entry.log_id.index;
+                records.push((index, postcard::to_allocvec(&entry).map_err(encode_err)?));
+                inner.entries.insert(index, entry);
+            }
+        }
+        self.send(WriterRequest::Append { records, flushed: callback }).await
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        drop(self.reader.lock().entries.split_off(&log_id.index));
+        self.request(|done| WriterRequest::Truncate { index: log_id.index, done }).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        {
+            let mut inner = self.reader.lock();
+            let keep = inner.entries.split_off(&(log_id.index + 1));
+            inner.entries = keep;
+            inner.last_purged = Some(log_id);
+        }
+        let purged_record = postcard::to_allocvec(&Some(log_id)).map_err(encode_err)?;
+        self.request(|done| WriterRequest::Purge { index: log_id.index, purged_record, done })
+            .await
+    }
+}

@@ -1,0 +1,227 @@
+//! The snapshot file format: a checksummed header with the snapshot metadata, one
+//! checksummed record per key in key order, and a trailer holding the key count and the
+//! state checksum. Written and read as a stream: never the whole state in memory.
+//!
+//! ```text
+//! header : "RPSN" | format u16 | header_len u32 | crc32c(header) u32 | header (postcard)
+//! record : 0x01 | key_len u32 | value_len u32 | crc32c(key ++ value) u32 | key | value
+//! trailer: 0xFF | keys u64 | digest [32] | crc32c(keys ++ digest) u32
+//! ```
+//! `value` is a [`StoredValue`] encoding; `digest` is the [`StateHasher`] digest.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SnapshotError;
+use crate::limits::{KEY_BYTES_MAX, SNAPSHOT_HEADER_BYTES_MAX, VALUE_RECORD_BYTES_MAX};
+use crate::state_machine::value::StoredValue;
+use crate::state_machine::view::StateHasher;
+use crate::types::SnapshotMeta;
+
+const MAGIC: &[u8; 4] = b"RPSN";
+const FORMAT_V1: u16 = 1;
+const TAG_RECORD: u8 = 0x01;
+const TAG_TRAILER: u8 = 0xFF;
+
+/// What the header of a snapshot file records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    pub meta: SnapshotMeta,
+    /// Highest HLC stamp applied in the state the snapshot holds.
+    pub last_hlc: u64,
+}
+
+/// Writes one snapshot file record by record.
+pub struct SnapshotWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    hasher: StateHasher,
+}
+
+impl SnapshotWriter {
+    /// Creates `path` (truncating it) and writes the header.
+    pub fn create(path: &Path, header: &SnapshotHeader) -> Result<Self, SnapshotError> {
+        let file = File::create(path).map_err(|e| SnapshotError::io(path, e))?;
+        let mut w = SnapshotWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            hasher: StateHasher::default(),
+        };
+        let body = postcard::to_allocvec(header)
+            .map_err(|e| SnapshotError::corrupt(path, format!("encode header: {e}")))?;
+        w.write(MAGIC)?;
+        w.write(&FORMAT_V1.to_le_bytes())?;
+        w.write(&(body.len() as u32).to_le_bytes())?;
+        w.write(&crc32c::crc32c(&body).to_le_bytes())?;
+        w.write(&body)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| SnapshotError::io(&self.path, e))
+    }
+
+    /// Appends one key; keys must come in ascending order.
+    pub fn push(&mut self, key: &[u8], value: &StoredValue) -> Result<(), SnapshotError> {
+        let encoded = value.encode();
+        let mut crc = crc32c::crc32c(key);
+        crc = crc32c::crc32c_append(crc, &encoded);
+        self.write(&[TAG_RECORD])?;
+        self.write(&(key.len() as u32).to_le_bytes())?;
+        self.write(&(encoded.len() as u32).to_le_bytes())?;
+        self.write(&crc.to_le_bytes())?;
+        self.write(key)?;
+        self.write(&encoded)?;
+        self.hasher.push(key, value);
+        Ok(())
+    }
+
+    /// Writes the trailer and fsyncs the file. Returns the key count and state digest.
+    pub fn finish(mut self) -> Result<(u64, [u8; 32]), SnapshotError> {
+        let (keys, digest) = self.hasher.finish();
+        let mut tail = keys.to_le_bytes().to_vec();
+        tail.extend_from_slice(&digest);
+        let crc = crc32c::crc32c(&tail);
+        self.write(&[TAG_TRAILER])?;
+        self.write(&tail)?;
+        self.write(&crc.to_le_bytes())?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| SnapshotError::io(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| SnapshotError::io(&self.path, e))?;
+        Ok((keys, digest))
+    }
+}
+
+/// Reads a snapshot file, verifying every checksum as it goes.
+pub struct SnapshotReader<R: Read> {
+    path: PathBuf,
+    input: BufReader<R>,
+    header: SnapshotHeader,
+    hasher: StateHasher,
+    done: bool,
+}
+
+impl SnapshotReader<File> {
+    /// Opens `path` and reads its header.
+    pub fn open(path: &Path) -> Result<Self, SnapshotError> {
+        let file = File::open(path).map_err(|e| SnapshotError::io(path, e))?;
+        SnapshotReader::new(path, file)
+    }
+}
+
+impl<R: Read> SnapshotReader<R> {
+    /// Reads the header from `input`; `path` names the source in errors.
+    pub fn new(path: &Path, input: R) -> Result<Self, SnapshotError> {
+        let mut input = BufReader::with_capacity(1 << 20, input);
+        let mut fixed = [0u8; 14];
+        read_exact(path, &mut input, &mut fixed)?;
+        if &fixed[0..4] != MAGIC {
+            return Err(SnapshotError::corrupt(path, "not a snapshot file (bad magic)"));
+        }
+        let format = u16::from_le_bytes([fixed[4], fixed[5]]);
+        if format != FORMAT_V1 {
+            return Err(SnapshotError::corrupt(path, format!("unknown format version {format}")));
+        }
+        let len = u32_at(&fixed, 6) as usize;
+        if len > SNAPSHOT_HEADER_BYTES_MAX {
+            return Err(SnapshotError::corrupt(path, format!("header of {len} bytes")));
+        }
+        let mut body = vec![0u8; len];
+        read_exact(path, &mut input, &mut body)?;
+        if crc32c::crc32c(&body) != u32_at(&fixed, 10) {
+            return Err(SnapshotError::corrupt(path, "header checksum mismatch"));
+        }
+        let header = postcard::from_bytes(&body)
+            .map_err(|e| SnapshotError::corrupt(path, format!("header: {e}")))?;
+        Ok(SnapshotReader {
+            path: path.to_path_buf(),
+            input,
+            header,
+            hasher: StateHasher::default(),
+            done: false,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &SnapshotHeader {
+        &self.header
+    }
+
+    /// Next key and value, or None after the trailer was read and verified.
+    pub fn next_record(&mut self) -> Result<Option<(Vec<u8>, StoredValue)>, SnapshotError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut tag = [0u8; 1];
+        read_exact(&self.path, &mut self.input, &mut tag)?;
+        match tag[0] {
+            TAG_RECORD => self.read_record().map(Some),
+            TAG_TRAILER => {
+                self.read_trailer()?;
+                self.done = true;
+                Ok(None)
+            }
+            other => Err(SnapshotError::corrupt(&self.path, format!("unknown record tag {other:#x}"))),
+        }
+    }
+
+    fn read_record(&mut self) -> Result<(Vec<u8>, StoredValue), SnapshotError> {
+        let mut fixed = [0u8; 12];
+        read_exact(&self.path, &mut self.input, &mut fixed)?;
+        let (klen, vlen) = (u32_at(&fixed, 0) as usize, u32_at(&fixed, 4) as usize);
+        if klen > KEY_BYTES_MAX || vlen > VALUE_RECORD_BYTES_MAX {
+            return Err(SnapshotError::corrupt(&self.path, "record length over limit"));
+        }
+        let mut buf = vec![0u8; klen + vlen];
+        read_exact(&self.path, &mut self.input, &mut buf)?;
+        if crc32c::crc32c(&buf) != u32_at(&fixed, 8) {
+            return Err(SnapshotError::corrupt(&self.path, "record checksum mismatch"));
+        }
+        let value = StoredValue::decode(&buf[klen..])
+            .map_err(|e| SnapshotError::corrupt(&self.path, e.to_string()))?;
+        buf.truncate(klen);
+        self.hasher.push(&buf, &value);
+        Ok((buf, value))
+    }
+
+    fn read_trailer(&mut self) -> Result<(), SnapshotError> {
+        let mut tail = [0u8; 8 + 32 + 4];
+        read_exact(&self.path, &mut self.input, &mut tail)?;
+        if crc32c::crc32c(&tail[..40]) != u32_at(&tail, 40) {
+            return Err(SnapshotError::corrupt(&self.path, "trailer checksum mismatch"));
+        }
+        let (keys, digest) = self.hasher.finish();
+        if tail[..8] != keys.to_le_bytes() || tail[8..40] != digest {
+            return Err(SnapshotError::corrupt(
+                &self.path,
+                "state checksum in trailer does not match the records",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Key count and digest of the records read so far (complete after the trailer).
+    pub fn digest(&self) -> (u64, [u8; 32]) {
+        self.hasher.finish()
+    }
+}
+
+fn read_exact<R: Read>(path: &Path, input: &mut R, buf: &mut [u8]) -> Result<(), SnapshotError> {
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => SnapshotError::corrupt(path, "truncated"),
+        _ => SnapshotError::io(path, e),
+    })
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(b)
+}

@@ -1,0 +1,169 @@
+//! Applying committed entries: evaluates commands against the tree plus an overlay of the
+//! writes made earlier in the same batch, then commits data and metadata in one atomic
+//! sled batch. Deterministic: reads nothing but the entries and the tree.
+
+use std::collections::BTreeMap;
+
+use openraft::EntryPayload;
+
+use super::keyspace::{data_key, META_APPLIED, META_LAST_HLC, META_MEMBERSHIP};
+use super::value::StoredValue;
+use super::view::KvView;
+use crate::command::{
+    Command, CommandResponse, Compare, CompareOp, CompareTarget, Operation, Outcome, TxnOp,
+};
+use crate::error::StateMachineError;
+use crate::types::{Entry, LogId, StoredMembership};
+
+/// Accumulates the effects of a batch of entries before they are written atomically.
+pub(crate) struct ApplyBatch<'a> {
+    view: &'a KvView,
+    overlay: BTreeMap<Vec<u8>, Option<StoredValue>>,
+    applied: Option<LogId>,
+    membership: Option<StoredMembership>,
+    last_hlc: u64,
+}
+
+impl<'a> ApplyBatch<'a> {
+    pub(crate) fn new(view: &'a KvView) -> Result<Self, StateMachineError> {
+        Ok(ApplyBatch {
+            view,
+            overlay: BTreeMap::new(),
+            applied: None,
+            membership: None,
+            last_hlc: view.last_hlc()?,
+        })
+    }
+
+    /// Applies one entry to the overlay and returns its response.
+    pub(crate) fn apply(&mut self, entry: &Entry) -> Result<CommandResponse, StateMachineError> {
+        self.applied = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => Ok(CommandResponse::nothing()),
+            EntryPayload::Membership(m) => {
+                self.membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                Ok(CommandResponse::nothing())
+            }
+            EntryPayload::Normal(cmd) => self.apply_command(entry.log_id.index, cmd),
+        }
+    }
+
+    fn apply_command(
+        &mut self,
+        index: u64,
+        cmd: &Command,
+    ) -> Result<CommandResponse, StateMachineError> {
+        self.last_hlc = self.last_hlc.max(cmd.hlc);
+        let outcome = match &cmd.op {
+            Operation::Noop => Outcome::Nothing,
+            Operation::Put { key, value } => Outcome::Put {
+                version: self.put(key, value, index, cmd.hlc)?,
+            },
+            Operation::Delete { key } => Outcome::Delete {
+                existed: self.delete(key)?,
+            },
+            Operation::Txn(txn) => {
+                let mut holds = true;
+                for c in &txn.compares {
+                    holds &= self.compare(c)?;
+                }
+                let branch = if holds { &txn.success } else { &txn.failure };
+                for op in branch {
+                    match op {
+                        TxnOp::Put { key, value } => {
+                            self.put(key, value, index, cmd.hlc)?;
+                        }
+                        TxnOp::Delete { key } => {
+                            self.delete(key)?;
+                        }
+                    }
+                }
+                Outcome::Txn { succeeded: holds }
+            }
+        };
+        Ok(CommandResponse {
+            hlc: cmd.hlc,
+            outcome,
+        })
+    }
+
+    fn current(&self, key: &[u8]) -> Result<Option<StoredValue>, StateMachineError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.view.get(key),
+        }
+    }
+
+    fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        index: u64,
+        hlc: u64,
+    ) -> Result<u64, StateMachineError> {
+        let prev = self.current(key)?;
+        let stored = StoredValue {
+            value: value.to_vec(),
+            version: prev.as_ref().map(|p| p.version + 1).unwrap_or(1),
+            create_index: prev.as_ref().map(|p| p.create_index).unwrap_or(index),
+            mod_index: index,
+            mod_hlc: hlc,
+        };
+        let version = stored.version;
+        self.overlay.insert(key.to_vec(), Some(stored));
+        Ok(version)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<bool, StateMachineError> {
+        let existed = self.current(key)?.is_some();
+        self.overlay.insert(key.to_vec(), None);
+        Ok(existed)
+    }
+
+    fn compare(&self, c: &Compare) -> Result<bool, StateMachineError> {
+        let current = self.current(&c.key)?;
+        let ordering = match &c.target {
+            CompareTarget::Version(v) => current.map(|s| s.version).unwrap_or(0).cmp(v),
+            CompareTarget::Value(target) => {
+                let cur = current.map(|s| s.value);
+                match (cur, target) {
+                    (Some(a), Some(b)) => a.as_slice().cmp(b.as_slice()),
+                    (None, None) => std::cmp::Ordering::Equal,
+                    // Absent compares unequal to any value, and is neither greater nor less.
+                    _ => return Ok(c.op == CompareOp::NotEqual),
+                }
+            }
+        };
+        Ok(match c.op {
+            CompareOp::Equal => ordering.is_eq(),
+            CompareOp::NotEqual => ordering.is_ne(),
+            CompareOp::Greater => ordering.is_gt(),
+            CompareOp::Less => ordering.is_lt(),
+        })
+    }
+
+    /// Writes every effect plus the applied id, membership and HLC in one atomic batch.
+    pub(crate) fn commit(self) -> Result<(), StateMachineError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in &self.overlay {
+            match value {
+                Some(v) => batch.insert(data_key(key), v.encode()),
+                None => batch.remove(data_key(key)),
+            }
+        }
+        batch.insert(META_APPLIED, encode_meta(&self.applied)?);
+        if let Some(m) = &self.membership {
+            batch.insert(META_MEMBERSHIP, encode_meta(m)?);
+        }
+        batch.insert(META_LAST_HLC, encode_meta(&self.last_hlc)?);
+        self.view.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn encode_meta<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StateMachineError> {
+    postcard::to_allocvec(value).map_err(|e| StateMachineError::Meta {
+        name: "encode".into(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,162 @@
+//! Read-only view of the state machine for the read path (get, scan) and for state
+//! checksums. Cheap to clone; reads go straight to sled and never block applies.
+
+use std::ops::Bound;
+
+use serde::de::DeserializeOwned;
+
+use super::keyspace::{data_key, prefix_end, user_key, DATA_PREFIX, META_APPLIED, META_LAST_HLC};
+use super::value::StoredValue;
+use crate::error::StateMachineError;
+use crate::types::LogId;
+
+/// Read handle on the state machine's tree.
+#[derive(Clone)]
+pub struct KvView {
+    pub(crate) tree: sled::Tree,
+}
+
+/// One key and its stored value, as returned by scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: StoredValue,
+}
+
+/// A state checksum taken at a known applied index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChecksum {
+    pub applied_index: u64,
+    pub keys: u64,
+    /// blake3 over `(len key, key, version, len value, value)` of every key in order.
+    pub digest: [u8; 32],
+}
+
+impl StateChecksum {
+    /// Lowercase hex of the digest.
+    pub fn hex(&self) -> String {
+        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl KvView {
+    /// Current value of `key`, or None when absent.
+    pub fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, StateMachineError> {
+        match self.tree.get(data_key(key))? {
+            Some(raw) => Ok(Some(StoredValue::decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Keys in `[start, end)` (end None = unbounded), at most `limit` of them, in order.
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StateMachineError> {
+        let lower = Bound::Included(data_key(start));
+        let upper = match end {
+            Some(end) => Bound::Excluded(data_key(end)),
+            None => match prefix_end(&[DATA_PREFIX]) {
+                Some(e) => Bound::Excluded(e),
+                None => Bound::Unbounded,
+            },
+        };
+        let mut out = Vec::new();
+        for item in self.tree.range::<Vec<u8>, _>((lower, upper)).take(limit) {
+            let (k, v) = item?;
+            out.push(KeyValue {
+                key: user_key(&k).to_vec(),
+                value: StoredValue::decode(&v)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Keys starting with `prefix`, from `start_after` (exclusive) on, at most `limit`.
+    pub fn prefix(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StateMachineError> {
+        let end = prefix_end(prefix);
+        let start = if start > prefix { start } else { prefix };
+        self.range(start, end.as_deref(), limit)
+    }
+
+    /// Last applied log id.
+    pub fn applied(&self) -> Result<Option<LogId>, StateMachineError> {
+        self.meta(META_APPLIED).map(Option::flatten)
+    }
+
+    /// Highest HLC stamp applied so far (0 when nothing was applied).
+    pub fn last_hlc(&self) -> Result<u64, StateMachineError> {
+        Ok(self.meta::<u64>(META_LAST_HLC)?.unwrap_or(0))
+    }
+
+    pub(crate) fn meta<T: DeserializeOwned>(
+        &self,
+        name: &[u8],
+    ) -> Result<Option<T>, StateMachineError> {
+        match self.tree.get(name)? {
+            Some(raw) => Ok(Some(postcard::from_bytes(&raw).map_err(|e| {
+                StateMachineError::Meta {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    reason: e.to_string(),
+                }
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Checksum of the whole user state, consistent with the applied index it reports:
+    /// retried until no apply happened while it was computed.
+    pub fn checksum(&self) -> Result<StateChecksum, StateMachineError> {
+        loop {
+            let before = self.applied()?;
+            let (keys, digest) = self.digest_once()?;
+            if self.applied()? == before {
+                return Ok(StateChecksum {
+                    applied_index: before.map(|l| l.index).unwrap_or(0),
+                    keys,
+                    digest,
+                });
+            }
+        }
+    }
+
+    fn digest_once(&self) -> Result<(u64, [u8; 32]), StateMachineError> {
+        let mut hasher = StateHasher::default();
+        for item in self.tree.scan_prefix([DATA_PREFIX]) {
+            let (k, v) = item?;
+            hasher.push(user_key(&k), &StoredValue::decode(&v)?);
+        }
+        Ok(hasher.finish())
+    }
+}
+
+/// Incremental state checksum; the same definition is used for snapshots.
+#[derive(Default)]
+pub struct StateHasher {
+    hasher: blake3::Hasher,
+    keys: u64,
+}
+
+impl StateHasher {
+    /// Adds one key; keys must come in ascending order.
+    pub fn push(&mut self, key: &[u8], value: &StoredValue) {
+        self.hasher.update(&(key.len() as u32).to_le_bytes());
+        self.hasher.update(key);
+        self.hasher.update(&value.version.to_le_bytes());
+        self.hasher.update(&(value.value.len() as u32).to_le_bytes());
+        self.hasher.update(&value.value);
+        self.keys += 1;
+    }
+
+    /// Number of keys and digest.
+    pub fn finish(&self) -> (u64, [u8; 32]) {
+        (self.keys, *self.hasher.finalize().as_bytes())
+    }
+}
