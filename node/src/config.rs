@@ -276,3 +276,14 @@ addr = "127.0.0.1:7002"
         assert!(e.contains("heartbeat_interval_ms"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod deploy_example {
+    #[test]
+    fn the_documented_example_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/node.toml");
+        let c = super::NodeConfig::load(&path).unwrap();
+        assert_eq!((c.id, c.member.site.as_str(), c.initial_members.len()), (1, "dc-north", 3));
+        assert_eq!(c.member.addr, "10.1.0.11:7400");
+    }
+}

@@ -111,10 +111,9 @@ fn node_config(node: &LocalNode, sites: &[String], all: &[LocalNode]) -> String 
     s
 }
 
-/// Starts the node process described by `node` and returns it.
-pub fn spawn_node(node: &LocalNode) -> anyhow::Result<Child> {
+/// Starts the node process described by `node` with the `reprise` binary `exe`.
+pub fn spawn_node(exe: &Path, node: &LocalNode) -> anyhow::Result<Child> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("locate the reprise binary")?;
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -170,14 +169,22 @@ pub async fn barrier(client: &Client) -> anyhow::Result<u64> {
 
 /// A running local cluster: its description plus the child handles of this process.
 pub struct LocalCluster {
+    /// The `reprise` binary that runs the nodes.
+    pub exe: PathBuf,
     pub dir: PathBuf,
     pub file: ClusterFile,
     pub children: BTreeMap<u64, Child>,
 }
 
-/// Starts `sites` × `per_site` nodes under `dir`, initializes the cluster, waits for a
-/// committed write, and writes `cluster.json`.
+/// Starts `sites` × `per_site` nodes under `dir` with this very binary.
 pub async fn up(dir: &Path, sites: u32, per_site: u32) -> anyhow::Result<LocalCluster> {
+    let exe = std::env::current_exe().context("locate the reprise binary")?;
+    up_with(&exe, dir, sites, per_site).await
+}
+
+/// Starts `sites` × `per_site` nodes under `dir` running `exe`, initializes the cluster,
+/// waits for a committed write, and writes `cluster.json`.
+pub async fn up_with(exe: &Path, dir: &Path, sites: u32, per_site: u32) -> anyhow::Result<LocalCluster> {
     if sites == 0 || per_site == 0 {
         bail!("--sites and --nodes-per-site must be at least 1");
     }
@@ -210,11 +217,12 @@ pub async fn up(dir: &Path, sites: u32, per_site: u32) -> anyhow::Result<LocalCl
     let planned = nodes.clone();
     for node in nodes.iter_mut() {
         fs::write(&node.config, node_config(node, &site_names, &planned))?;
-        let child = spawn_node(node)?;
+        let child = spawn_node(exe, node)?;
         node.pid = child.id();
         children.insert(node.id, child);
     }
-    let mut cluster = LocalCluster { dir: dir.clone(), file: ClusterFile { cluster_name: "reprise-local".into(), nodes }, children };
+    let file = ClusterFile { cluster_name: "reprise-local".into(), nodes };
+    let mut cluster = LocalCluster { exe: exe.to_path_buf(), dir: dir.clone(), file, children };
     cluster.file.write(&dir)?;
     if let Err(e) = cluster.bootstrap().await {
         cluster.stop_all();
@@ -266,11 +274,52 @@ impl LocalCluster {
     /// Starts node `id` again on its existing data directory and waits until it serves.
     pub async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         let idx = self.file.nodes.iter().position(|n| n.id == id).ok_or_else(|| anyhow!("no node {id}"))?;
-        let mut child = spawn_node(&self.file.nodes[idx])?;
+        let mut child = spawn_node(&self.exe, &self.file.nodes[idx])?;
         self.file.nodes[idx].pid = child.id();
         wait_serving(&self.file.nodes[idx], &mut child, Duration::from_secs(30)).await?;
         self.children.insert(id, child);
         self.file.write(&self.dir)
+    }
+
+    /// Creates and starts a new, uninitialized node at `site` (it joins once added to the
+    /// membership). Returns its description.
+    pub async fn spawn_new_node(&mut self, id: u64, site: &str) -> anyhow::Result<LocalNode> {
+        if self.file.nodes.iter().any(|n| n.id == id) {
+            bail!("node id {id} is already used in {}", self.dir.display());
+        }
+        let home = self.dir.join(format!("node-{id}"));
+        fs::create_dir_all(&home)?;
+        let mut node = LocalNode {
+            id,
+            site: site.to_string(),
+            addr: format!("127.0.0.1:{}", free_port()?),
+            pid: 0,
+            data_dir: home.join("data"),
+            config: home.join("node.toml"),
+            log: home.join("node.log"),
+        };
+        let mut sites: Vec<String> = self.file.nodes.iter().map(|n| n.site.clone()).collect();
+        sites.push(site.to_string());
+        sites.sort();
+        sites.dedup();
+        fs::write(&node.config, node_config(&node, &sites, &[]))?;
+        let mut child = spawn_node(&self.exe, &node)?;
+        node.pid = child.id();
+        wait_serving(&node, &mut child, Duration::from_secs(30)).await?;
+        self.children.insert(id, child);
+        self.file.nodes.push(node.clone());
+        self.file.write(&self.dir)?;
+        Ok(node)
+    }
+
+    /// Address of node `id`.
+    pub fn addr(&self, id: u64) -> anyhow::Result<String> {
+        self.file.nodes.iter().find(|n| n.id == id).map(|n| n.addr.clone()).ok_or_else(|| anyhow!("no node {id}"))
+    }
+
+    /// Ids of nodes whose processes this cluster handle runs.
+    pub fn running(&self) -> Vec<u64> {
+        self.children.keys().copied().collect()
     }
 
     /// Stops every child started by this process (SIGTERM, then SIGKILL).
@@ -381,7 +430,8 @@ pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
             if is_our_process(&file.nodes[idx]) {
                 return Err(anyhow!("node {id} is already running (pid {})", file.nodes[idx].pid).into());
             }
-            let mut child = spawn_node(&file.nodes[idx])?;
+            let exe = std::env::current_exe().context("locate the reprise binary")?;
+            let mut child = spawn_node(&exe, &file.nodes[idx])?;
             file.nodes[idx].pid = child.id();
             wait_serving(&file.nodes[idx], &mut child, Duration::from_secs(30)).await?;
             file.write(&dir)?;

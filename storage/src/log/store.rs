@@ -8,6 +8,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -17,7 +18,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{SegmentLog, SegmentLogError, SegmentLogOptions};
-use super::writer::{self, WriterRequest, PURGED_FILE};
+use super::writer::{self, Completion, WriterRequest, PURGED_FILE};
 use crate::atomic_file::{read_checked, write_atomic, AtomicFileError};
 use crate::limits::LOG_WRITER_QUEUE_MAX;
 use crate::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig};
@@ -73,6 +74,7 @@ pub struct LogStore {
     vote: Option<Vote<NodeId>>,
     tx: Option<mpsc::Sender<WriterRequest>>,
     thread: Option<JoinHandle<()>>,
+    syncs: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -94,7 +96,9 @@ impl LogStore {
             entries.insert(index, entry);
         }
         let (tx, rx) = mpsc::channel(LOG_WRITER_QUEUE_MAX);
-        let thread = writer::spawn(segments, dir.to_path_buf(), rx).map_err(LogOpenError::Thread)?;
+        let syncs = Arc::new(AtomicU64::new(0));
+        let thread = writer::spawn(segments, dir.to_path_buf(), rx, syncs.clone())
+            .map_err(LogOpenError::Thread)?;
         Ok(LogStore {
             reader: LogReader {
                 inner: Arc::new(Mutex::new(Inner { entries, last_purged })),
@@ -103,7 +107,44 @@ impl LogStore {
             vote,
             tx: Some(tx),
             thread: Some(thread),
+            syncs,
         })
+    }
+
+    /// fdatasync calls made so far (fewer than appends when group commit works).
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Appends already-stamped entries and returns a receiver that fires once they are
+    /// durable. openraft's `append` is this plus its callback.
+    pub async fn append_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<oneshot::Receiver<io::Result<()>>, RaftStorageError> {
+        let (tx, rx) = oneshot::channel();
+        let done: Completion = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.submit(entries, done).await?;
+        Ok(rx)
+    }
+
+    async fn submit(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+        done: Completion,
+    ) -> Result<(), RaftStorageError> {
+        let mut records = Vec::new();
+        {
+            let mut inner = self.reader.lock();
+            for entry in entries {
+                let index = entry.log_id.index;
+                records.push((index, postcard::to_allocvec(&entry).map_err(encode_err)?));
+                inner.entries.insert(index, entry);
+            }
+        }
+        self.send(WriterRequest::Append { records, done }).await
     }
 
     async fn send(&self, req: WriterRequest) -> Result<(), RaftStorageError> {
@@ -198,16 +239,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut records = Vec::new();
-        {
-            let mut inner = self.reader.lock();
-            for entry in entries {
-                let index = entry.log_id.index;
-                records.push((index, postcard::to_allocvec(&entry).map_err(encode_err)?));
-                inner.entries.insert(index, entry);
-            }
-        }
-        self.send(WriterRequest::Append { records, flushed: callback }).await
+        let done: Completion = Box::new(move |r| callback.log_io_completed(r));
+        self.submit(entries, done).await
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {

@@ -5,25 +5,28 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use openraft::storage::LogFlushed;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use super::segment::SegmentLog;
 use crate::atomic_file::write_atomic;
-use crate::types::TypeConfig;
 
 /// File (in the log directory) recording the last purged log id.
 pub const PURGED_FILE: &str = "purged";
+
+/// Called once the appended records are durable (or failed).
+pub type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
 
 /// Work for the writer thread.
 pub enum WriterRequest {
     /// Append encoded entries; call back once they are durable.
     Append {
         records: Vec<(u64, Vec<u8>)>,
-        flushed: LogFlushed<TypeConfig>,
+        done: Completion,
     },
     /// Durably remove entries with index >= `index`.
     Truncate {
@@ -38,21 +41,23 @@ pub enum WriterRequest {
     },
 }
 
-/// Starts the writer thread over `log`.
+/// Starts the writer thread over `log`; `syncs` counts the fdatasync calls it makes.
 pub fn spawn(
     log: SegmentLog,
     dir: PathBuf,
     rx: mpsc::Receiver<WriterRequest>,
+    syncs: Arc<AtomicU64>,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("raft-log-writer".into())
-        .spawn(move || Writer { log, dir, failed: None }.run(rx))
+        .spawn(move || Writer { log, dir, failed: None, syncs }.run(rx))
 }
 
 struct Writer {
     log: SegmentLog,
     dir: PathBuf,
     failed: Option<String>,
+    syncs: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -68,17 +73,18 @@ impl Writer {
             }
             let synced = self.check().and_then(|()| {
                 let r = self.log.sync().map_err(io::Error::other);
+                self.syncs.fetch_add(1, Ordering::Relaxed);
                 self.note(r)
             });
-            for cb in flushed {
-                cb.log_io_completed(clone_result(&synced));
+            for done in flushed {
+                done(clone_result(&synced));
             }
         }
     }
 
-    fn handle(&mut self, req: WriterRequest, flushed: &mut Vec<LogFlushed<TypeConfig>>) {
+    fn handle(&mut self, req: WriterRequest, flushed: &mut Vec<Completion>) {
         match req {
-            WriterRequest::Append { records, flushed: cb } => {
+            WriterRequest::Append { records, done } => {
                 let r = self.check().and_then(|()| {
                     let mut r = Ok(());
                     for (index, bytes) in &records {
@@ -90,8 +96,8 @@ impl Writer {
                     self.note(r)
                 });
                 match r {
-                    Ok(()) => flushed.push(cb),
-                    Err(e) => cb.log_io_completed(Err(e)),
+                    Ok(()) => flushed.push(done),
+                    Err(e) => done(Err(e)),
                 }
             }
             WriterRequest::Truncate { index, done } => {

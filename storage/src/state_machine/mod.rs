@@ -74,8 +74,18 @@ impl StateMachineStore {
 /// first, then loads it in bounded batches. The applied id is written last, so a crash
 /// during the load leaves a state that the next open rebuilds again.
 pub fn load_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, StateMachineError> {
+    verify_snapshot(path)?;
+    fill_from_snapshot(view, path)
+}
+
+/// Reads a snapshot file end to end, checking every checksum; returns its header.
+pub fn verify_snapshot(path: &Path) -> Result<SnapshotHeader, StateMachineError> {
     let mut check = SnapshotReader::open(path)?;
     while check.next_record()?.is_some() {}
+    Ok(check.header().clone())
+}
+
+fn fill_from_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, StateMachineError> {
     view.tree.clear()?;
     let mut reader = SnapshotReader::open(path)?;
     let header = reader.header().clone();
@@ -217,12 +227,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = meta.clone();
         blocking(move || {
             let partial = place_received(&snapshots, received, receiving)?;
-            let header = SnapshotReader::open(&partial)?.header().clone();
-            if header.meta.last_log_id != meta.last_log_id {
-                return Err(SnapshotError::corrupt(&partial, "header does not match the announced snapshot").into());
-            }
+            let header = match verify_snapshot(&partial) {
+                Ok(h) if h.meta.last_log_id == meta.last_log_id => h,
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(SnapshotError::corrupt(&partial, "header does not match the announced snapshot").into());
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            };
             let file = snapshots.accept(&partial, header)?;
-            load_snapshot(&view, &file.path)?;
+            fill_from_snapshot(&view, &file.path)?;
             Ok(())
         })
         .await

@@ -1,0 +1,112 @@
+//! The CLI against a real cluster: documented exit codes, one-line errors, bad input
+//! refused with nothing written, malformed configs refused naming the problem, and the
+//! JSON shape of `cluster status`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::{exe, TestCluster};
+
+fn reprise(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(exe()).arg("--endpoints").arg(endpoints).args(args).output().expect("run reprise")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_one_line_error(o: &Output, code_wanted: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(code(o), code_wanted, "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "error must be one line: {err:?}");
+    assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_bad_input() {
+    let tc = TestCluster::start(3, 1).await;
+    let eps = tc.cluster.file.endpoints();
+
+    assert_one_line_error(&reprise(&eps, &["kv", "put", "", "v"]), 2, "key is empty");
+    let long_key = "k".repeat(reprise_api::limits::KEY_BYTES_MAX + 1);
+    assert_one_line_error(&reprise(&eps, &["kv", "put", &long_key, "v"]), 2, "limit");
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(big.path(), vec![b'x'; reprise_api::limits::VALUE_BYTES_MAX + 1]).unwrap();
+    let big_path = big.path().to_str().unwrap();
+    assert_one_line_error(&reprise(&eps, &["kv", "put", "big", "--file", big_path]), 2, "value");
+    let scan = reprise(&eps, &["-o", "json", "kv", "scan"]);
+    assert_eq!(code(&scan), 0, "{}", stderr(&scan));
+    let keys: serde_json::Value = serde_json::from_slice(&scan.stdout).unwrap();
+    assert_eq!(keys.as_array().map(Vec::len), Some(0), "bad input must write nothing: {keys}");
+
+    assert_one_line_error(&reprise(&eps, &["kv", "get", "missing"]), 3, "not found");
+
+    // Value from stdin.
+    let mut child = Command::new(exe())
+        .args(["--endpoints", &eps, "kv", "put", "greeting"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello from stdin").unwrap();
+    assert!(child.wait().unwrap().success());
+    let got = reprise(&eps, &["kv", "get", "greeting"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim_end(), "hello from stdin");
+
+    // CAS: a failed comparison is "not applied" (exit 1), not an error, and changes nothing.
+    assert_one_line_error(&reprise(&eps, &["kv", "cas", "greeting", "new", "--expect-value", "wrong"]), 1, "not applied");
+    let got = reprise(&eps, &["kv", "get", "greeting"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim_end(), "hello from stdin");
+    let ok = reprise(&eps, &["kv", "cas", "greeting", "new", "--expect-version", "1"]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    let ok = reprise(&eps, &["kv", "cas", "fresh", "first", "--expect-absent"]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+
+    // Status JSON.
+    let status = reprise(&eps, &["-o", "json", "cluster", "status"]);
+    assert_eq!(code(&status), 0, "{}", stderr(&status));
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(s["leader"].as_u64().is_some(), "{s}");
+    assert!(s["term"].as_u64().is_some(), "{s}");
+    assert_eq!(s["members"].as_array().map(Vec::len), Some(3), "{s}");
+    assert_eq!(s["fault_tolerance"]["sites"], 1, "{s}");
+    assert_eq!(s["fault_tolerance"]["nodes"], 1, "{s}");
+    for m in s["members"].as_array().unwrap() {
+        assert_eq!(m["reachable"], true, "{m}");
+        assert!(m["site"].as_str().unwrap().starts_with("site-"), "{m}");
+    }
+}
+
+#[test]
+fn unreachable_endpoints_exit_4() {
+    let o = reprise("127.0.0.1:1", &["--timeout-ms", "1500", "kv", "get", "a"]);
+    assert_one_line_error(&o, 4, "127.0.0.1:1");
+}
+
+#[test]
+fn malformed_configs_are_refused_naming_the_problem() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let base = format!(
+        "id = 1\nsite = \"a\"\nlisten_addr = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nsites = [\"a\", \"b\"]\n",
+        dir.path().join("data").display()
+    );
+    let cases = [
+        (base.replace("site = \"a\"", "site = \"nowhere\""), "unknown site \"nowhere\""),
+        (format!("{base}[[initial_members]]\nid = 2\nsite = \"a\"\naddr = \"x:1\"\n[[initial_members]]\nid = 2\nsite = \"b\"\naddr = \"y:1\"\n"), "duplicate id 2"),
+        (base.replace("sites = [\"a\", \"b\"]\n", ""), "sites"),
+        (base.replace("listen_addr = \"127.0.0.1:0\"", "listen_addr = \"not an address\""), "listen_addr"),
+    ];
+    for (text, needle) in cases {
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, &text).unwrap();
+        let o = Command::new(exe()).args(["node", "start", "--config"]).arg(&path).output().unwrap();
+        assert_one_line_error(&o, 2, needle);
+    }
+    assert!(!dir.path().join("data").exists(), "a refused config must not create the data dir");
+}

@@ -1,0 +1,194 @@
+//! Black-box harness shared by the multi-process tests: start a local cluster of real
+//! `reprise` processes (stopped by pid when the test ends, pass or fail), run a writer
+//! workload that records every acknowledged write, and check that nothing acknowledged
+//! was lost and that replicas converged.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reprise_api::{Client, ClientError, ClientOptions};
+use reprise_ops::local::{self, LocalCluster};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+/// The `reprise` binary under test.
+pub fn exe() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_reprise"))
+}
+
+/// A local cluster in a temporary directory; its processes die with it.
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    pub dir: TempDir,
+}
+
+impl TestCluster {
+    pub async fn start(sites: u32, per_site: u32) -> TestCluster {
+        let dir = TempDir::new().expect("temp dir");
+        let cluster = local::up_with(&exe(), dir.path(), sites, per_site).await.expect("cluster up");
+        TestCluster { cluster, dir }
+    }
+
+    pub fn client(&self) -> Client {
+        let eps: Vec<String> = self.cluster.file.nodes.iter().map(|n| n.addr.clone()).collect();
+        Client::new(&eps, ClientOptions { deadline: Duration::from_secs(15), ..Default::default() }).expect("client")
+    }
+
+    /// Current leader id, awaited.
+    pub async fn leader(&self) -> u64 {
+        let client = self.client();
+        wait_for("a leader", Duration::from_secs(20), || async {
+            for n in &self.cluster.file.nodes {
+                if let Ok(s) = client.status_of(&n.addr).await {
+                    if s.role == "leader" {
+                        return Some(s.id);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Site of node `id`.
+    pub fn site_of(&self, id: u64) -> String {
+        self.cluster.file.nodes.iter().find(|n| n.id == id).map(|n| n.site.clone()).expect("known node")
+    }
+
+    /// Waits until every running node applied the leader's last index, then asserts that
+    /// they all report the same state checksum at that index.
+    pub async fn assert_converged(&self) {
+        let client = self.client();
+        let barrier = local::barrier(&client).await.expect("barrier");
+        let _ = barrier;
+        let running = self.cluster.running();
+        let sums = wait_for("replicas to converge", Duration::from_secs(30), || async {
+            let mut sums = Vec::new();
+            for id in &running {
+                let addr = self.cluster.addr(*id).ok()?;
+                let s = client.checksum_of(&addr).await.ok()?;
+                sums.push((*id, s.applied_index, s.digest));
+            }
+            let first = sums.first()?.clone();
+            sums.iter().all(|s| s.1 == first.1).then_some(sums)
+        })
+        .await;
+        let digest = &sums[0].2;
+        for (id, applied, d) in &sums {
+            assert_eq!(d, digest, "node {id} at applied index {applied} has a different state checksum: {sums:?}");
+        }
+    }
+}
+
+/// Polls `check` until it returns Some, failing the test after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a writer saw.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Keys and values whose put was acknowledged.
+    pub acked: Vec<(String, String)>,
+    /// Puts whose outcome is unknown (may or may not have been applied).
+    pub unknown: Vec<(String, String)>,
+    /// Puts that certainly failed.
+    pub failed: usize,
+}
+
+/// A background writer putting unique keys until stopped.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<History>>,
+    pub acked_count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Writer {
+    /// Starts `clients` concurrent writers with key prefix `prefix`.
+    pub fn start(cluster: &TestCluster, prefix: &str, clients: usize) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks = (0..clients)
+            .map(|c| {
+                let client = cluster.client();
+                let stop = stop.clone();
+                let count = acked_count.clone();
+                let prefix = format!("{prefix}/{c}");
+                tokio::spawn(async move {
+                    let mut h = History::default();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (k, v) = (format!("{prefix}/{i:08}"), format!("v{i}-{prefix}"));
+                        i += 1;
+                        match client.put(k.as_bytes(), v.as_bytes()).await {
+                            Ok(_) => {
+                                h.acked.push((k, v));
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(ClientError::Indeterminate { .. }) => h.unknown.push((k, v)),
+                            Err(_) => h.failed += 1,
+                        }
+                    }
+                    h
+                })
+            })
+            .collect();
+        Writer { stop, tasks, acked_count }
+    }
+
+    /// Acknowledged writes so far.
+    pub fn acked(&self) -> usize {
+        self.acked_count.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more writes than now were acknowledged.
+    pub async fn wait_progress(&self, n: usize) {
+        let target = self.acked() + n;
+        wait_for("writes to be acknowledged", Duration::from_secs(30), || async { (self.acked() >= target).then_some(()) }).await;
+    }
+
+    /// Stops the writers and returns the merged history.
+    pub async fn stop(self) -> History {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = History::default();
+        for t in self.tasks {
+            let h = t.await.expect("writer task");
+            all.acked.extend(h.acked);
+            all.unknown.extend(h.unknown);
+            all.failed += h.failed;
+        }
+        all
+    }
+}
+
+/// Asserts every acknowledged write is readable (linearizably) with its value, and that
+/// writes of unknown outcome are either absent or carry their value.
+pub async fn assert_no_lost_writes(client: &Client, history: &History) {
+    let mut lost = Vec::new();
+    for (k, v) in &history.acked {
+        let got = client.get(k.as_bytes(), false).await.expect("read back").kv;
+        if got.map(|kv| kv.value) != Some(v.as_bytes().to_vec()) {
+            lost.push(k.clone());
+        }
+    }
+    assert!(lost.is_empty(), "{} of {} acknowledged writes lost: {:?}", lost.len(), history.acked.len(), &lost[..lost.len().min(10)]);
+    for (k, v) in &history.unknown {
+        if let Some(kv) = client.get(k.as_bytes(), false).await.expect("read back").kv {
+            assert_eq!(kv.value, v.as_bytes(), "key {k} holds a value nobody wrote");
+        }
+    }
+}
