@@ -176,12 +176,14 @@ impl Drop for LogStore {
 }
 
 fn decode_file<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>, LogOpenError> {
-    match read_checked(dir, name)? {
-        Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|e| LogOpenError::Decode {
-            index: 0,
-            reason: format!("{name} file: {e}"),
-        }),
-        None => Ok(None),
+    let Some(bytes) = read_checked(dir, name)? else {
+        return Ok(None);
+    };
+    let bad = |reason: String| LogOpenError::Decode { index: 0, reason: format!("{name} file: {reason}") };
+    match postcard::take_from_bytes::<T>(&bytes) {
+        Ok((value, [])) => Ok(Some(value)),
+        Ok((_, rest)) => Err(bad(format!("{} unexpected trailing bytes", rest.len()))),
+        Err(e) => Err(bad(e.to_string())),
     }
 }
 
@@ -255,7 +257,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             inner.entries = keep;
             inner.last_purged = Some(log_id);
         }
-        let purged_record = postcard::to_allocvec(&Some(log_id)).map_err(encode_err)?;
+        let purged_record = postcard::to_allocvec(&log_id).map_err(encode_err)?;
         self.request(|done| WriterRequest::Purge { index: log_id.index, purged_record, done })
             .await
     }

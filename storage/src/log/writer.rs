@@ -115,11 +115,21 @@ impl Writer {
                 let r = self.check().and_then(|()| {
                     let r = write_atomic(&self.dir, PURGED_FILE, &purged_record)
                         .map_err(io::Error::other)
-                        .and_then(|()| self.log.purge_upto(index).map_err(io::Error::other));
+                        .and_then(|()| self.purge(index).map_err(io::Error::other));
                     self.note(r)
                 });
                 let _ = done.send(r);
             }
+        }
+    }
+
+    /// Drops segments at or below `index`. When the purge passes the end of the log (a
+    /// snapshot installed beyond it), the log is emptied so the next append may start at
+    /// `index + 1`.
+    fn purge(&mut self, index: u64) -> Result<(), super::segment::SegmentLogError> {
+        match (self.log.first_index(), self.log.last_index()) {
+            (Some(first), Some(last)) if last <= index => self.log.truncate_from(first),
+            _ => self.log.purge_upto(index),
         }
     }
 
