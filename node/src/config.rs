@@ -125,7 +125,7 @@ impl NodeConfig {
         })?;
         let file: NodeConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            message: describe_parse_error(&text, &e),
         })?;
         file.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -155,6 +155,21 @@ impl NodeConfig {
     /// Heartbeat period.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.raft.heartbeat_interval_ms)
+    }
+}
+
+/// One line naming where a TOML error is: `key (line N): message`.
+fn describe_parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span().filter(|s| s.start > 0 || s.end < text.len()) else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) => format!("{} (line {line_no}): {message}", key.trim()),
+        None => format!("line {line_no}: {message}"),
     }
 }
 
