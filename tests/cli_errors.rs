@@ -10,7 +10,12 @@ use std::process::{Command, Output, Stdio};
 use common::{exe, TestCluster};
 
 fn reprise(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(exe()).arg("--endpoints").arg(endpoints).args(args).output().expect("run reprise")
+    Command::new(exe())
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .expect("run reprise")
 }
 
 fn code(o: &Output) -> i32 {
@@ -24,8 +29,15 @@ fn stderr(o: &Output) -> String {
 fn assert_one_line_error(o: &Output, code_wanted: i32, needle: &str) {
     let err = stderr(o);
     assert_eq!(code(o), code_wanted, "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "error must be one line: {err:?}");
-    assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error must be one line: {err:?}"
+    );
+    assert!(
+        err.contains(needle),
+        "error {err:?} should mention {needle:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,13 +49,25 @@ async fn exit_codes_and_bad_input() {
     let long_key = "k".repeat(reprise_api::limits::KEY_BYTES_MAX + 1);
     assert_one_line_error(&reprise(&eps, &["kv", "put", &long_key, "v"]), 2, "limit");
     let big = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(big.path(), vec![b'x'; reprise_api::limits::VALUE_BYTES_MAX + 1]).unwrap();
+    std::fs::write(
+        big.path(),
+        vec![b'x'; reprise_api::limits::VALUE_BYTES_MAX + 1],
+    )
+    .unwrap();
     let big_path = big.path().to_str().unwrap();
-    assert_one_line_error(&reprise(&eps, &["kv", "put", "big", "--file", big_path]), 2, "value");
+    assert_one_line_error(
+        &reprise(&eps, &["kv", "put", "big", "--file", big_path]),
+        2,
+        "value",
+    );
     let scan = reprise(&eps, &["-o", "json", "kv", "scan"]);
     assert_eq!(code(&scan), 0, "{}", stderr(&scan));
     let keys: serde_json::Value = serde_json::from_slice(&scan.stdout).unwrap();
-    assert_eq!(keys.as_array().map(Vec::len), Some(0), "bad input must write nothing: {keys}");
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(0),
+        "bad input must write nothing: {keys}"
+    );
 
     assert_one_line_error(&reprise(&eps, &["kv", "get", "missing"]), 3, "not found");
 
@@ -54,16 +78,37 @@ async fn exit_codes_and_bad_input() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello from stdin").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from stdin")
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let got = reprise(&eps, &["kv", "get", "greeting"]);
-    assert_eq!(String::from_utf8_lossy(&got.stdout).trim_end(), "hello from stdin");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim_end(),
+        "hello from stdin"
+    );
 
     // CAS: a failed comparison is "not applied" (exit 1), not an error, and changes nothing.
-    assert_one_line_error(&reprise(&eps, &["kv", "cas", "greeting", "new", "--expect-value", "wrong"]), 1, "not applied");
+    assert_one_line_error(
+        &reprise(
+            &eps,
+            &["kv", "cas", "greeting", "new", "--expect-value", "wrong"],
+        ),
+        1,
+        "not applied",
+    );
     let got = reprise(&eps, &["kv", "get", "greeting"]);
-    assert_eq!(String::from_utf8_lossy(&got.stdout).trim_end(), "hello from stdin");
-    let ok = reprise(&eps, &["kv", "cas", "greeting", "new", "--expect-version", "1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim_end(),
+        "hello from stdin"
+    );
+    let ok = reprise(
+        &eps,
+        &["kv", "cas", "greeting", "new", "--expect-version", "1"],
+    );
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
     let ok = reprise(&eps, &["kv", "cas", "fresh", "first", "--expect-absent"]);
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
@@ -105,8 +150,15 @@ fn malformed_configs_are_refused_naming_the_problem() {
     for (text, needle) in cases {
         let path = dir.path().join("node.toml");
         std::fs::write(&path, &text).unwrap();
-        let o = Command::new(exe()).args(["node", "start", "--config"]).arg(&path).output().unwrap();
+        let o = Command::new(exe())
+            .args(["node", "start", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert_one_line_error(&o, 2, needle);
     }
-    assert!(!dir.path().join("data").exists(), "a refused config must not create the data dir");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused config must not create the data dir"
+    );
 }

@@ -15,16 +15,30 @@ async fn repeated_kill9_during_writes_loses_nothing() {
         writer.wait_progress(30).await;
         // Alternate between the leader and a follower.
         let leader = tc.leader().await;
-        let victim = if round % 2 == 0 { leader } else { tc.cluster.running().into_iter().find(|id| *id != leader).expect("a follower") };
+        let victim = if round % 2 == 0 {
+            leader
+        } else {
+            tc.cluster
+                .running()
+                .into_iter()
+                .find(|id| *id != leader)
+                .expect("a follower")
+        };
         tc.cluster.kill9(victim).expect("kill -9");
         writer.wait_progress(30).await;
-        tc.cluster.restart(victim).await.expect("restart after kill -9");
+        tc.cluster
+            .restart(victim)
+            .await
+            .expect("restart after kill -9");
     }
     writer.wait_progress(30).await;
     let history = writer.stop().await;
     assert_no_lost_writes(&tc.client(), &history).await;
     tc.assert_converged().await;
-    println!("{rounds} kill -9 rounds, {} acknowledged writes checked", history.acked.len());
+    println!(
+        "{rounds} kill -9 rounds, {} acknowledged writes checked",
+        history.acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -36,7 +50,14 @@ async fn whole_cluster_kill9_then_restart_keeps_every_acknowledged_write() {
         tc.cluster.kill9(id).expect("kill -9");
     }
     let history = writer.stop().await;
-    for id in tc.cluster.file.nodes.iter().map(|n| n.id).collect::<Vec<_>>() {
+    for id in tc
+        .cluster
+        .file
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .collect::<Vec<_>>()
+    {
         tc.cluster.restart(id).await.expect("restart");
     }
     assert_no_lost_writes(&tc.client(), &history).await;

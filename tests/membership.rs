@@ -3,10 +3,10 @@
 
 mod common;
 
+use common::{assert_no_lost_writes, TestCluster, Writer};
 use reprise_api::client::Retry;
 use reprise_api::pb::admin as apb;
 use reprise_api::Client;
-use common::{assert_no_lost_writes, TestCluster, Writer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn add_node_at_new_site_and_remove_an_old_one_while_writing() {
@@ -14,36 +14,67 @@ async fn add_node_at_new_site_and_remove_an_old_one_while_writing() {
     let writer = Writer::start(&tc, "members", 2);
     writer.wait_progress(50).await;
 
-    let new = tc.cluster.spawn_new_node(4, "site-4").await.expect("start node 4");
+    let new = tc
+        .cluster
+        .spawn_new_node(4, "site-4")
+        .await
+        .expect("start node 4");
     let client = tc.client();
-    let member = apb::MemberInfo { id: 4, addr: new.addr.clone(), site: "site-4".into(), zone: String::new(), voter: true };
+    let member = apb::MemberInfo {
+        id: 4,
+        addr: new.addr.clone(),
+        site: "site-4".into(),
+        zone: String::new(),
+        voter: true,
+    };
     let added = client
         .call(Retry::OnlyIfNotApplied, |c| {
-            let req = apb::AddNodeRequest { member: Some(member.clone()), as_voter: true };
+            let req = apb::AddNodeRequest {
+                member: Some(member.clone()),
+                as_voter: true,
+            };
             async move { Client::admin(c).add_node(req).await }
         })
         .await
         .expect("add node 4");
-    let m4 = added.members.iter().find(|m| m.id == 4).expect("node 4 in membership");
+    let m4 = added
+        .members
+        .iter()
+        .find(|m| m.id == 4)
+        .expect("node 4 in membership");
     assert!(m4.voter && m4.site == "site-4", "{m4:?}");
     writer.wait_progress(50).await;
 
     // Adding the same id again is refused: a replacement needs a new id.
     let again = client
         .call(Retry::OnlyIfNotApplied, |c| {
-            let req = apb::AddNodeRequest { member: Some(member.clone()), as_voter: true };
+            let req = apb::AddNodeRequest {
+                member: Some(member.clone()),
+                as_voter: true,
+            };
             async move { Client::admin(c).add_node(req).await }
         })
         .await;
     assert!(again.is_err(), "re-adding node 4 must fail");
 
     let leader = tc.leader().await;
-    let victim = [1u64, 2, 3].into_iter().find(|id| *id != leader).expect("a non-leader");
+    let victim = [1u64, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a non-leader");
     let removed = client
-        .call(Retry::OnlyIfNotApplied, |c| async move { Client::admin(c).remove_node(apb::RemoveNodeRequest { id: victim }).await })
+        .call(Retry::OnlyIfNotApplied, |c| async move {
+            Client::admin(c)
+                .remove_node(apb::RemoveNodeRequest { id: victim })
+                .await
+        })
         .await
         .expect("remove node");
-    assert!(removed.members.iter().all(|m| m.id != victim), "{:?}", removed.members);
+    assert!(
+        removed.members.iter().all(|m| m.id != victim),
+        "{:?}",
+        removed.members
+    );
     writer.wait_progress(50).await;
     tc.cluster.kill9(victim).expect("stop the removed node");
 

@@ -22,10 +22,20 @@ pub struct AdminService {
 
 fn member_from(info: &MemberInfo) -> Result<(NodeId, Member), Status> {
     if info.addr.trim().is_empty() || info.site.trim().is_empty() {
-        return Err(Status::invalid_argument(format!("member {}: addr and site are required", info.id)));
+        return Err(Status::invalid_argument(format!(
+            "member {}: addr and site are required",
+            info.id
+        )));
     }
     let zone = (!info.zone.is_empty()).then(|| info.zone.clone());
-    Ok((info.id, Member { addr: info.addr.clone(), site: info.site.clone(), zone }))
+    Ok((
+        info.id,
+        Member {
+            addr: info.addr.clone(),
+            site: info.site.clone(),
+            zone,
+        },
+    ))
 }
 
 /// Members of a stored membership, voters flagged.
@@ -46,7 +56,9 @@ pub fn members_of(m: &StoredMembership) -> Vec<MemberInfo> {
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => redirect(&f),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => Status::failed_precondition(c.to_string()),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            Status::failed_precondition(c.to_string())
+        }
         RaftError::Fatal(f) => Status::unavailable(format!("raft stopped: {f}")),
     }
 }
@@ -54,7 +66,10 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Status
 impl AdminService {
     fn membership_response(&self, index: u64) -> MembershipResponse {
         let metrics = self.state.raft.metrics().borrow().clone();
-        MembershipResponse { index, members: members_of(&metrics.membership_config) }
+        MembershipResponse {
+            index,
+            members: members_of(&metrics.membership_config),
+        }
     }
 }
 
@@ -73,7 +88,10 @@ impl Admin for AdminService {
             .replication
             .iter()
             .flatten()
-            .map(|(id, matched)| Replication { id: *id, matched_index: matched.map(|l| l.index) })
+            .map(|(id, matched)| Replication {
+                id: *id,
+                matched_index: matched.map(|l| l.index),
+            })
             .collect();
         let members = members_of(&m.membership_config);
         Ok(Response::new(NodeStatus {
@@ -94,12 +112,17 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn initialize(&self, req: Request<InitializeRequest>) -> Result<Response<InitializeResponse>, Status> {
+    async fn initialize(
+        &self,
+        req: Request<InitializeRequest>,
+    ) -> Result<Response<InitializeResponse>, Status> {
         let mut members = BTreeMap::new();
         for info in &req.into_inner().members {
             let (id, member) = member_from(info)?;
             if members.insert(id, member).is_some() {
-                return Err(Status::invalid_argument(format!("duplicate member id {id}")));
+                return Err(Status::invalid_argument(format!(
+                    "duplicate member id {id}"
+                )));
             }
         }
         match self.state.raft.initialize(members).await {
@@ -107,14 +130,21 @@ impl Admin for AdminService {
             Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
                 Err(Status::already_exists(format!("already initialized: {e}")))
             }
-            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => Err(Status::invalid_argument(e.to_string())),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(Status::invalid_argument(e.to_string()))
+            }
             Err(RaftError::Fatal(f)) => Err(Status::unavailable(format!("raft stopped: {f}"))),
         }
     }
 
-    async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+    async fn add_node(
+        &self,
+        req: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
         let req = req.into_inner();
-        let info = req.member.ok_or_else(|| Status::invalid_argument("member is required"))?;
+        let info = req
+            .member
+            .ok_or_else(|| Status::invalid_argument("member is required"))?;
         let (id, member) = member_from(&info)?;
         let current = self.state.raft.metrics().borrow().membership_config.clone();
         if current.membership().get_node(&id).is_some() {
@@ -122,7 +152,12 @@ impl Admin for AdminService {
                 "node id {id} is already a member; a replacement node needs a new id"
             )));
         }
-        let resp = self.state.raft.add_learner(id, member, true).await.map_err(write_error)?;
+        let resp = self
+            .state
+            .raft
+            .add_learner(id, member, true)
+            .await
+            .map_err(write_error)?;
         let mut index = resp.log_id.index;
         if req.as_voter {
             let resp = self
@@ -136,7 +171,10 @@ impl Admin for AdminService {
         Ok(Response::new(self.membership_response(index)))
     }
 
-    async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
         let id = req.into_inner().id;
         let current = self.state.raft.metrics().borrow().membership_config.clone();
         let is_voter = current.membership().voter_ids().any(|v| v == id);
@@ -148,21 +186,39 @@ impl Admin for AdminService {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        let resp = self.state.raft.change_membership(change, false).await.map_err(write_error)?;
+        let resp = self
+            .state
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
         Ok(Response::new(self.membership_response(resp.log_id.index)))
     }
 
-    async fn barrier(&self, _req: Request<BarrierRequest>) -> Result<Response<BarrierResponse>, Status> {
+    async fn barrier(
+        &self,
+        _req: Request<BarrierRequest>,
+    ) -> Result<Response<BarrierResponse>, Status> {
         let w = self.state.write(Operation::Noop).await?;
-        Ok(Response::new(BarrierResponse { index: w.log_id.index, leader_id: self.state.id }))
+        Ok(Response::new(BarrierResponse {
+            index: w.log_id.index,
+            leader_id: self.state.id,
+        }))
     }
 
-    async fn checksum(&self, _req: Request<ChecksumRequest>) -> Result<Response<ChecksumResponse>, Status> {
+    async fn checksum(
+        &self,
+        _req: Request<ChecksumRequest>,
+    ) -> Result<Response<ChecksumResponse>, Status> {
         let view = self.state.view.clone();
         let sum = tokio::task::spawn_blocking(move || view.checksum())
             .await
             .map_err(internal)?
             .map_err(internal)?;
-        Ok(Response::new(ChecksumResponse { applied_index: sum.applied_index, keys: sum.keys, digest: sum.hex() }))
+        Ok(Response::new(ChecksumResponse {
+            applied_index: sum.applied_index,
+            keys: sum.keys,
+            digest: sum.hex(),
+        }))
     }
 }

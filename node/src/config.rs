@@ -15,7 +15,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path}: {message}")]
@@ -192,7 +195,10 @@ impl NodeConfigFile {
             if sites.contains(site) {
                 Ok(())
             } else {
-                Err(format!("{field}: unknown site {site:?} (sites are {:?})", self.sites))
+                Err(format!(
+                    "{field}: unknown site {site:?} (sites are {:?})",
+                    self.sites
+                ))
             }
         };
         known(&self.site, "site")?;
@@ -203,13 +209,24 @@ impl NodeConfigFile {
             if !addrs.insert(m.addr.clone()) {
                 return Err(format!("initial_members: address {} is used twice", m.addr));
             }
-            let member = Member { addr: m.addr.clone(), site: m.site.clone(), zone: m.zone.clone() };
+            let member = Member {
+                addr: m.addr.clone(),
+                site: m.site.clone(),
+                zone: m.zone.clone(),
+            };
             if initial.insert(m.id, member).is_some() {
                 return Err(format!("initial_members: duplicate id {}", m.id));
             }
         }
-        let addr = self.advertise_addr.clone().unwrap_or_else(|| self.listen_addr.to_string());
-        let member = Member { addr, site: self.site.clone(), zone: self.zone.clone() };
+        let addr = self
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| self.listen_addr.to_string());
+        let member = Member {
+            addr,
+            site: self.site.clone(),
+            zone: self.zone.clone(),
+        };
         if let Some(listed) = initial.get(&self.id) {
             if listed.site != member.site || listed.addr != member.addr {
                 return Err(format!(
@@ -219,10 +236,15 @@ impl NodeConfigFile {
             }
         }
         let r = &self.raft;
-        if !(r.heartbeat_interval_ms < r.election_timeout_ms_min && r.election_timeout_ms_min < r.election_timeout_ms_max) {
+        if !(r.heartbeat_interval_ms < r.election_timeout_ms_min
+            && r.election_timeout_ms_min < r.election_timeout_ms_max)
+        {
             return Err("raft: need heartbeat_interval_ms < election_timeout_ms_min < election_timeout_ms_max".into());
         }
-        if r.snapshot_logs_since_last == 0 || r.segment_bytes_max < 4096 || r.append_entries_max == 0 {
+        if r.snapshot_logs_since_last == 0
+            || r.segment_bytes_max < 4096
+            || r.append_entries_max == 0
+        {
             return Err("raft: snapshot_logs_since_last and append_entries_max must be > 0, segment_bytes_max >= 4096".into());
         }
         let config = NodeConfig {
@@ -296,9 +318,13 @@ addr = "127.0.0.1:7002"
 mod deploy_example {
     #[test]
     fn the_documented_example_config_is_valid() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/node.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/node.toml");
         let c = super::NodeConfig::load(&path).unwrap();
-        assert_eq!((c.id, c.member.site.as_str(), c.initial_members.len()), (1, "dc-north", 3));
+        assert_eq!(
+            (c.id, c.member.site.as_str(), c.initial_members.len()),
+            (1, "dc-north", 3)
+        );
         assert_eq!(c.member.addr, "10.1.0.11:7400");
     }
 }

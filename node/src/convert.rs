@@ -9,7 +9,10 @@ use reprise_storage::KeyValue;
 /// The storage operation of a validated transaction.
 pub fn txn(t: model::Txn) -> Operation {
     let op = |o: model::TxnOp| match o {
-        model::TxnOp::Put(p) => TxnOp::Put { key: p.key, value: p.value },
+        model::TxnOp::Put(p) => TxnOp::Put {
+            key: p.key,
+            value: p.value,
+        },
         model::TxnOp::Delete(d) => TxnOp::Delete { key: d.key },
     };
     Operation::Txn(Txn {
@@ -31,7 +34,11 @@ fn compare(c: model::Compare) -> Compare {
         model::CompareTarget::Absent => CompareTarget::Value(None),
         model::CompareTarget::Version(v) => CompareTarget::Version(v),
     };
-    Compare { key: c.key, op, target }
+    Compare {
+        key: c.key,
+        op,
+        target,
+    }
 }
 
 /// Protocol form of a stored key.

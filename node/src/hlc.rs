@@ -48,7 +48,10 @@ pub struct Hlc {
 
 impl Hlc {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Hlc { clock, last: AtomicU64::new(0) }
+        Hlc {
+            clock,
+            last: AtomicU64::new(0),
+        }
     }
 
     /// A stamp greater than every earlier stamp of this node and than `floor`.
@@ -57,7 +60,10 @@ impl Hlc {
         let mut prev = self.last.load(Ordering::Acquire);
         loop {
             let next = physical.max(prev.max(floor) + 1);
-            match self.last.compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .last
+                .compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return next,
                 Err(actual) => prev = actual,
             }

@@ -21,7 +21,11 @@ pub struct KvService {
 
 impl KvService {
     fn header(w: &Written, leader: u64) -> Option<WriteHeader> {
-        Some(WriteHeader { index: w.log_id.index, hlc: w.response.hlc, leader_id: leader })
+        Some(WriteHeader {
+            index: w.log_id.index,
+            hlc: w.response.hlc,
+            leader_id: leader,
+        })
     }
 
     /// Waits until this node may serve a read of the requested consistency, and says how.
@@ -30,11 +34,17 @@ impl KvService {
         if linearizable {
             match self.state.raft.ensure_linearizable().await {
                 Ok(_) => {}
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => return Err(redirect(&f)),
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-                    return Err(Status::unavailable(format!("leader cannot reach a quorum: {q}")))
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    return Err(redirect(&f))
                 }
-                Err(RaftError::Fatal(f)) => return Err(Status::unavailable(format!("raft stopped: {f}"))),
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                    return Err(Status::unavailable(format!(
+                        "leader cannot reach a quorum: {q}"
+                    )))
+                }
+                Err(RaftError::Fatal(f)) => {
+                    return Err(Status::unavailable(format!("raft stopped: {f}")))
+                }
             }
         }
         let applied = self.state.view.applied().map_err(internal)?;
@@ -50,31 +60,57 @@ impl KvService {
 impl Kv for KvService {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let put = model::Put::try_from(req.into_inner())?;
-        let w = self.state.write(Operation::Put { key: put.key, value: put.value }).await?;
+        let w = self
+            .state
+            .write(Operation::Put {
+                key: put.key,
+                value: put.value,
+            })
+            .await?;
         let version = match w.response.outcome {
             Outcome::Put { version } => version,
             other => return Err(internal(format!("put produced {other:?}"))),
         };
-        Ok(Response::new(PutResponse { header: Self::header(&w, self.state.id), version }))
+        Ok(Response::new(PutResponse {
+            header: Self::header(&w, self.state.id),
+            version,
+        }))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let get = model::Get::try_from(req.into_inner())?;
         let header = self.read_barrier(get.consistency).await?;
-        let kv = self.state.view.get(&get.key).map_err(internal)?.map(|value| {
-            convert::key_value(reprise_storage::KeyValue { key: get.key, value })
-        });
-        Ok(Response::new(GetResponse { header: Some(header), kv }))
+        let kv = self
+            .state
+            .view
+            .get(&get.key)
+            .map_err(internal)?
+            .map(|value| {
+                convert::key_value(reprise_storage::KeyValue {
+                    key: get.key,
+                    value,
+                })
+            });
+        Ok(Response::new(GetResponse {
+            header: Some(header),
+            kv,
+        }))
     }
 
-    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let del = model::Delete::try_from(req.into_inner())?;
         let w = self.state.write(Operation::Delete { key: del.key }).await?;
         let existed = match w.response.outcome {
             Outcome::Delete { existed } => existed,
             other => return Err(internal(format!("delete produced {other:?}"))),
         };
-        Ok(Response::new(DeleteResponse { header: Self::header(&w, self.state.id), existed }))
+        Ok(Response::new(DeleteResponse {
+            header: Self::header(&w, self.state.id),
+            existed,
+        }))
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
@@ -96,7 +132,11 @@ impl Kv for KvService {
             Vec::new()
         };
         let kvs = found.into_iter().map(convert::key_value).collect();
-        Ok(Response::new(ScanResponse { header: Some(header), kvs, next_page_token }))
+        Ok(Response::new(ScanResponse {
+            header: Some(header),
+            kvs,
+            next_page_token,
+        }))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
@@ -106,6 +146,9 @@ impl Kv for KvService {
             Outcome::Txn { succeeded } => succeeded,
             other => return Err(internal(format!("txn produced {other:?}"))),
         };
-        Ok(Response::new(TxnResponse { header: Self::header(&w, self.state.id), succeeded }))
+        Ok(Response::new(TxnResponse {
+            header: Self::header(&w, self.state.id),
+            succeeded,
+        }))
     }
 }

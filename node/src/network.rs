@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -41,14 +43,23 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
                     .connect_lazy()
             })
             .map_err(|e| format!("bad peer address {}: {e}", node.addr));
-        PeerClient { target, member: node.clone(), channel }
+        PeerClient {
+            target,
+            member: node.clone(),
+            channel,
+        }
     }
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>;
 
 impl PeerClient {
-    async fn send<Req, Resp, E>(&self, method: Method, req: &Req, timeout: Duration) -> RpcResult<Resp, E>
+    async fn send<Req, Resp, E>(
+        &self,
+        method: Method,
+        req: &Req,
+        timeout: Duration,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -58,7 +69,8 @@ impl PeerClient {
             .channel
             .clone()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
-        let data = postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data =
+            postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
@@ -70,13 +82,27 @@ impl PeerClient {
             Method::Snapshot => client.install_snapshot(request).await,
         };
         let payload = reply.map_err(|s| self.transport_error(s))?.into_inner();
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            postcard::from_bytes(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.member.clone(), e)))
+        let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&payload.data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.member.clone(),
+                e,
+            ))
+        })
     }
 
-    fn transport_error<E: std::error::Error>(&self, status: tonic::Status) -> RPCError<NodeId, Member, RaftError<NodeId, E>> {
-        let e = std::io::Error::other(format!("node {} at {}: {}", self.target, self.member.addr, status.message()));
+    fn transport_error<E: std::error::Error>(
+        &self,
+        status: tonic::Status,
+    ) -> RPCError<NodeId, Member, RaftError<NodeId, E>> {
+        let e = std::io::Error::other(format!(
+            "node {} at {}: {}",
+            self.target,
+            self.member.addr,
+            status.message()
+        ));
         if status.code() == tonic::Code::Unavailable {
             RPCError::Unreachable(Unreachable::new(&e))
         } else {

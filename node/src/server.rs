@@ -28,7 +28,10 @@ use crate::Raft;
 #[derive(Debug, Error)]
 pub enum NodeError {
     #[error("create data directory {path}: {source}")]
-    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("open raft log: {0}")]
     Log(#[from] reprise_storage::LogOpenError),
     #[error("open state machine: {0}")]
@@ -38,19 +41,33 @@ pub enum NodeError {
     #[error("start raft: {0}")]
     Raft(String),
     #[error("listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
 
 /// Runs a node until `shutdown` completes, then stops Raft and closes storage.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
     let log_dir = config.data_dir.join("log");
     let sm_dir = config.data_dir.join("sm");
     for dir in [&log_dir, &sm_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
     }
-    let log = LogStore::open(&log_dir, SegmentLogOptions { segment_bytes_max: config.raft.segment_bytes_max })?;
+    let log = LogStore::open(
+        &log_dir,
+        SegmentLogOptions {
+            segment_bytes_max: config.raft.segment_bytes_max,
+        },
+    )?;
     let sm = StateMachineStore::open(&sm_dir)?;
     let view = sm.view();
     let raft_config = Arc::new(config.openraft().map_err(NodeError::RaftConfig)?);
@@ -66,7 +83,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
     });
     let listener = TcpListener::bind(config.listen_addr)
         .await
-        .map_err(|source| NodeError::Listen { addr: config.listen_addr, source })?;
+        .map_err(|source| NodeError::Listen {
+            addr: config.listen_addr,
+            source,
+        })?;
     info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
     let served = serve(state, listener, shutdown).await;
     info!("stopping raft");
@@ -83,12 +103,16 @@ async fn serve(
 ) -> Result<(), NodeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
-    let kv = KvServer::new(KvService { state: state.clone() })
-        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-    let peer = RaftServer::new(RaftService { raft: state.raft.clone() })
-        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let kv = KvServer::new(KvService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let peer = RaftServer::new(RaftService {
+        raft: state.raft.clone(),
+    })
+    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let admin = AdminServer::new(AdminService { state })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);

@@ -34,9 +34,15 @@ impl NodeState {
     /// here) before returning.
     pub async fn write(self: &Arc<Self>, op: Operation) -> Result<Written, Status> {
         let floor = self.view.last_hlc().map_err(internal)?;
-        let cmd = Command { hlc: self.hlc.stamp(floor), op };
+        let cmd = Command {
+            hlc: self.hlc.stamp(floor),
+            op,
+        };
         match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(Written { log_id: resp.log_id, response: resp.data }),
+            Ok(resp) => Ok(Written {
+                log_id: resp.log_id,
+                response: resp.data,
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(redirect(&f)),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Status::failed_precondition(e.to_string()))

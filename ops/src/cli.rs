@@ -38,7 +38,10 @@ pub struct Global {
 impl Global {
     /// A leader-following client for `--endpoints`.
     pub fn client(&self) -> CliResult<Client> {
-        let opts = ClientOptions { deadline: Duration::from_millis(self.timeout_ms), ..Default::default() };
+        let opts = ClientOptions {
+            deadline: Duration::from_millis(self.timeout_ms),
+            ..Default::default()
+        };
         Ok(Client::new(&self.endpoints, opts)?)
     }
 }
@@ -89,7 +92,10 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> CliResult {
-    if let Command::Node { command: NodeCommand::Start { config } } = &cli.command {
+    if let Command::Node {
+        command: NodeCommand::Start { config },
+    } = &cli.command
+    {
         return cmd_node::start(config);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -100,7 +106,9 @@ fn run(cli: Cli) -> CliResult {
         match cli.command {
             Command::Node { .. } => Ok(()),
             Command::Cluster { command } => match command {
-                cmd_cluster::ClusterCommand::Local { command } => local::run(command, &cli.global).await,
+                cmd_cluster::ClusterCommand::Local { command } => {
+                    local::run(command, &cli.global).await
+                }
                 other => cmd_cluster::run(other, &cli.global).await,
             },
             Command::Kv { command } => cmd_kv::run(command, &cli.global).await,

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
+use reprise_api::client::Retry;
 use reprise_api::pb::admin as apb;
 use reprise_api::topology::{fault_tolerance, FaultTolerance};
 use reprise_api::{Client, ClientError};
-use reprise_api::client::Retry;
 use reprise_node::NodeConfig;
 use serde::Serialize;
 
@@ -123,14 +123,23 @@ pub async fn gather(client: &Client) -> CliResult<ClusterStatus> {
             zone: (!m.zone.is_empty()).then(|| m.zone.clone()),
             addr: m.addr.clone(),
             voter: m.voter,
-            role: own.as_ref().map(|s| s.role.clone()).unwrap_or_else(|| "unreachable".into()),
+            role: own
+                .as_ref()
+                .map(|s| s.role.clone())
+                .unwrap_or_else(|| "unreachable".into()),
             reachable: own.is_some(),
             last_log_index: own.as_ref().map(|s| s.last_log_index),
             applied_index: own.as_ref().map(|s| s.applied_index),
         });
     }
     let ft = fault_tolerance(members.iter().filter(|m| m.voter).map(|m| m.site.as_str()));
-    Ok(ClusterStatus { cluster_name: view.cluster_name, leader, term, members, fault_tolerance: ft })
+    Ok(ClusterStatus {
+        cluster_name: view.cluster_name,
+        leader,
+        term,
+        members,
+        fault_tolerance: ft,
+    })
 }
 
 fn opt(v: Option<u64>) -> String {
@@ -138,8 +147,14 @@ fn opt(v: Option<u64>) -> String {
 }
 
 fn print_status(s: &ClusterStatus) {
-    let leader = s.leader.map(|l| format!("node {l}")).unwrap_or_else(|| "none".into());
-    println!("cluster {}   leader: {leader}   term: {}", s.cluster_name, s.term);
+    let leader = s
+        .leader
+        .map(|l| format!("node {l}"))
+        .unwrap_or_else(|| "none".into());
+    println!(
+        "cluster {}   leader: {leader}   term: {}",
+        s.cluster_name, s.term
+    );
     let ft = &s.fault_tolerance;
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     println!(
@@ -166,7 +181,19 @@ fn print_status(s: &ClusterStatus) {
             ]
         })
         .collect();
-    print_table(&["ID", "SITE", "ADDR", "ROLE", "KIND", "REACHABLE", "LAST LOG", "APPLIED"], &rows);
+    print_table(
+        &[
+            "ID",
+            "SITE",
+            "ADDR",
+            "ROLE",
+            "KIND",
+            "REACHABLE",
+            "LAST LOG",
+            "APPLIED",
+        ],
+        &rows,
+    );
     for w in &ft.warnings {
         println!("warning: {w}");
     }
@@ -187,7 +214,16 @@ fn print_membership(resp: &apb::MembershipResponse, format: Format) -> CliResult
     }
     let out = Out {
         index: resp.index,
-        members: resp.members.iter().map(|m| MemberOut { id: m.id, site: &m.site, addr: &m.addr, voter: m.voter }).collect(),
+        members: resp
+            .members
+            .iter()
+            .map(|m| MemberOut {
+                id: m.id,
+                site: &m.site,
+                addr: &m.addr,
+                voter: m.voter,
+            })
+            .collect(),
     };
     match format {
         Format::Json => print_json(&out),
@@ -196,7 +232,14 @@ fn print_membership(resp: &apb::MembershipResponse, format: Format) -> CliResult
             let rows: Vec<Vec<String>> = out
                 .members
                 .iter()
-                .map(|m| vec![m.id.to_string(), m.site.to_string(), m.addr.to_string(), if m.voter { "voter" } else { "learner" }.into()])
+                .map(|m| {
+                    vec![
+                        m.id.to_string(),
+                        m.site.to_string(),
+                        m.addr.to_string(),
+                        if m.voter { "voter" } else { "learner" }.into(),
+                    ]
+                })
                 .collect();
             print_table(&["ID", "SITE", "ADDR", "KIND"], &rows);
             Ok(())
@@ -233,28 +276,53 @@ pub async fn run(cmd: ClusterCommand, global: &Global) -> CliResult {
                 members: status
                     .members
                     .iter()
-                    .map(|m| apb::MemberInfo { id: m.id, addr: m.addr.clone(), site: m.site.clone(), zone: m.zone.clone().unwrap_or_default(), voter: m.voter })
+                    .map(|m| apb::MemberInfo {
+                        id: m.id,
+                        addr: m.addr.clone(),
+                        site: m.site.clone(),
+                        zone: m.zone.clone().unwrap_or_default(),
+                        voter: m.voter,
+                    })
                     .collect(),
             };
             match global.output {
-                Format::Json => print_json(&resp.members.iter().map(|m| (m.id, &m.site, &m.addr, m.voter)).collect::<Vec<_>>()),
+                Format::Json => print_json(
+                    &resp
+                        .members
+                        .iter()
+                        .map(|m| (m.id, &m.site, &m.addr, m.voter))
+                        .collect::<Vec<_>>(),
+                ),
                 Format::Table => print_membership(&resp, Format::Table),
             }
         }
         ClusterCommand::Init { config } => {
             let config = NodeConfig::load(&config).map_err(|e| CliError::Runtime(e.into()))?;
             if config.initial_members.is_empty() {
-                return Err(CliError::Runtime(anyhow::anyhow!("the config lists no initial_members")));
+                return Err(CliError::Runtime(anyhow::anyhow!(
+                    "the config lists no initial_members"
+                )));
             }
             let members: Vec<apb::MemberInfo> = config
                 .initial_members
                 .iter()
-                .map(|(id, m)| apb::MemberInfo { id: *id, addr: m.addr.clone(), site: m.site.clone(), zone: m.zone.clone().unwrap_or_default(), voter: true })
+                .map(|(id, m)| apb::MemberInfo {
+                    id: *id,
+                    addr: m.addr.clone(),
+                    site: m.site.clone(),
+                    zone: m.zone.clone().unwrap_or_default(),
+                    voter: true,
+                })
                 .collect();
-            let client = Client::new(std::slice::from_ref(&config.member.addr), Default::default())?;
+            let client = Client::new(
+                std::slice::from_ref(&config.member.addr),
+                Default::default(),
+            )?;
             client
                 .call(Retry::Idempotent, |c| {
-                    let req = apb::InitializeRequest { members: members.clone() };
+                    let req = apb::InitializeRequest {
+                        members: members.clone(),
+                    };
                     async move { Client::admin(c).initialize(req).await }
                 })
                 .await
@@ -262,11 +330,26 @@ pub async fn run(cmd: ClusterCommand, global: &Global) -> CliResult {
             println!("cluster initialized with {} members", members.len());
             Ok(())
         }
-        ClusterCommand::AddNode { id, addr, site, zone, learner } => {
+        ClusterCommand::AddNode {
+            id,
+            addr,
+            site,
+            zone,
+            learner,
+        } => {
             let client = global.client()?;
-            let member = apb::MemberInfo { id, addr, site, zone: zone.unwrap_or_default(), voter: !learner };
+            let member = apb::MemberInfo {
+                id,
+                addr,
+                site,
+                zone: zone.unwrap_or_default(),
+                voter: !learner,
+            };
             let resp = on_leader(&client, |c| {
-                let req = apb::AddNodeRequest { member: Some(member.clone()), as_voter: !learner };
+                let req = apb::AddNodeRequest {
+                    member: Some(member.clone()),
+                    as_voter: !learner,
+                };
                 async move { Client::admin(c).add_node(req).await }
             })
             .await?;
@@ -274,7 +357,12 @@ pub async fn run(cmd: ClusterCommand, global: &Global) -> CliResult {
         }
         ClusterCommand::RemoveNode { id } => {
             let client = global.client()?;
-            let resp = on_leader(&client, |c| async move { Client::admin(c).remove_node(apb::RemoveNodeRequest { id }).await }).await?;
+            let resp = on_leader(&client, |c| async move {
+                Client::admin(c)
+                    .remove_node(apb::RemoveNodeRequest { id })
+                    .await
+            })
+            .await?;
             print_membership(&resp, global.output)
         }
         ClusterCommand::Local { .. } => Ok(()),

@@ -98,11 +98,14 @@ fn read_value(value: Option<String>, file: Option<PathBuf>) -> CliResult<Vec<u8>
     match (value, file) {
         (Some(v), _) => Ok(v.into_bytes()),
         (None, Some(path)) if path.as_os_str() != "-" => {
-            Ok(std::fs::read(&path).with_context(|| format!("read value from {}", path.display()))?)
+            Ok(std::fs::read(&path)
+                .with_context(|| format!("read value from {}", path.display()))?)
         }
         _ => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("read value from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("read value from stdin")?;
             Ok(buf)
         }
     }
@@ -110,14 +113,25 @@ fn read_value(value: Option<String>, file: Option<PathBuf>) -> CliResult<Vec<u8>
 
 fn write_out(key: &str, header: Option<pb::WriteHeader>) -> WriteOut {
     let h = header.unwrap_or_default();
-    WriteOut { key: key.to_string(), index: h.index, hlc: h.hlc, leader_id: h.leader_id, version: None, existed: None, applied: None }
+    WriteOut {
+        key: key.to_string(),
+        index: h.index,
+        hlc: h.hlc,
+        leader_id: h.leader_id,
+        version: None,
+        existed: None,
+        applied: None,
+    }
 }
 
 fn report_write(out: &WriteOut, format: Format, what: &str) -> CliResult {
     match format {
         Format::Json => print_json(out),
         Format::Table => {
-            println!("{what} {} at index {} (hlc {}, leader {})", out.key, out.index, out.hlc, out.leader_id);
+            println!(
+                "{what} {} at index {} (hlc {}, leader {})",
+                out.key, out.index, out.hlc, out.leader_id
+            );
             Ok(())
         }
     }
@@ -137,13 +151,18 @@ pub async fn run(cmd: KvCommand, global: &Global) -> CliResult {
         }
         KvCommand::Get { key, stale } => {
             let resp = client.get(key.as_bytes(), stale).await?;
-            let kv = resp.kv.ok_or_else(|| CliError::NotFound(format!("key {key:?} not found")))?;
+            let kv = resp
+                .kv
+                .ok_or_else(|| CliError::NotFound(format!("key {key:?} not found")))?;
             match format {
                 Format::Json => print_json(&KvOut::from(kv)),
                 Format::Table => {
                     use std::io::Write;
                     let mut stdout = std::io::stdout();
-                    stdout.write_all(&kv.value).and_then(|_| stdout.write_all(b"\n")).context("write value")?;
+                    stdout
+                        .write_all(&kv.value)
+                        .and_then(|_| stdout.write_all(b"\n"))
+                        .context("write value")?;
                     Ok(())
                 }
             }
@@ -152,19 +171,44 @@ pub async fn run(cmd: KvCommand, global: &Global) -> CliResult {
             let resp = client.delete(key.as_bytes()).await?;
             let mut out = write_out(&key, resp.header);
             out.existed = Some(resp.existed);
-            report_write(&out, format, if resp.existed { "deleted" } else { "deleted (was absent)" })
+            report_write(
+                &out,
+                format,
+                if resp.existed {
+                    "deleted"
+                } else {
+                    "deleted (was absent)"
+                },
+            )
         }
-        KvCommand::Scan { prefix, limit, stale } => scan(&client, prefix, limit, stale, format).await,
-        KvCommand::Cas { key, new_value, expect_value, expect_version, expect_absent } => {
+        KvCommand::Scan {
+            prefix,
+            limit,
+            stale,
+        } => scan(&client, prefix, limit, stale, format).await,
+        KvCommand::Cas {
+            key,
+            new_value,
+            expect_value,
+            expect_version,
+            expect_absent,
+        } => {
             let target = match (expect_value, expect_version, expect_absent) {
                 (Some(v), _, _) => pb::compare::Target::Value(v.into_bytes()),
                 (_, Some(v), _) => pb::compare::Target::Version(v),
                 _ => pb::compare::Target::Absent(true),
             };
             let req = pb::TxnRequest {
-                compares: vec![pb::Compare { key: key.clone().into_bytes(), op: pb::CompareOp::Equal as i32, target: Some(target) }],
+                compares: vec![pb::Compare {
+                    key: key.clone().into_bytes(),
+                    op: pb::CompareOp::Equal as i32,
+                    target: Some(target),
+                }],
                 success: vec![pb::TxnOp {
-                    op: Some(pb::txn_op::Op::Put(pb::PutRequest { key: key.clone().into_bytes(), value: new_value.into_bytes() })),
+                    op: Some(pb::txn_op::Op::Put(pb::PutRequest {
+                        key: key.clone().into_bytes(),
+                        value: new_value.into_bytes(),
+                    })),
                 }],
                 failure: vec![],
             };
@@ -185,16 +229,38 @@ pub async fn run(cmd: KvCommand, global: &Global) -> CliResult {
     }
 }
 
-async fn scan(client: &reprise_api::Client, prefix: String, limit: u32, stale: bool, format: Format) -> CliResult {
+async fn scan(
+    client: &reprise_api::Client,
+    prefix: String,
+    limit: u32,
+    stale: bool,
+    format: Format,
+) -> CliResult {
     let mut kvs = Vec::new();
     let mut token = Vec::new();
     loop {
-        let page = (limit as usize - kvs.len()).min(reprise_api::limits::SCAN_LIMIT_MAX as usize) as u32;
-        let consistency = if stale { pb::Consistency::Stale } else { pb::Consistency::Linearizable };
-        let req = if prefix.is_empty() {
-            pb::ScanRequest { limit: page, page_token: token.clone(), consistency: consistency as i32, ..Default::default() }
+        let page =
+            (limit as usize - kvs.len()).min(reprise_api::limits::SCAN_LIMIT_MAX as usize) as u32;
+        let consistency = if stale {
+            pb::Consistency::Stale
         } else {
-            pb::ScanRequest { prefix: prefix.clone().into_bytes(), limit: page, page_token: token.clone(), consistency: consistency as i32, ..Default::default() }
+            pb::Consistency::Linearizable
+        };
+        let req = if prefix.is_empty() {
+            pb::ScanRequest {
+                limit: page,
+                page_token: token.clone(),
+                consistency: consistency as i32,
+                ..Default::default()
+            }
+        } else {
+            pb::ScanRequest {
+                prefix: prefix.clone().into_bytes(),
+                limit: page,
+                page_token: token.clone(),
+                consistency: consistency as i32,
+                ..Default::default()
+            }
         };
         let resp = client.scan(req).await?;
         kvs.extend(resp.kvs.into_iter().map(KvOut::from));
@@ -206,7 +272,10 @@ async fn scan(client: &reprise_api::Client, prefix: String, limit: u32, stale: b
     match format {
         Format::Json => print_json(&kvs),
         Format::Table => {
-            let rows: Vec<Vec<String>> = kvs.iter().map(|kv| vec![kv.key.clone(), kv.version.to_string(), kv.value.clone()]).collect();
+            let rows: Vec<Vec<String>> = kvs
+                .iter()
+                .map(|kv| vec![kv.key.clone(), kv.version.to_string(), kv.value.clone()])
+                .collect();
             print_table(&["KEY", "VERSION", "VALUE"], &rows);
             Ok(())
         }

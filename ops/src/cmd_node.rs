@@ -13,7 +13,10 @@ use crate::output::{CliError, CliResult};
 pub fn start(config_path: &Path) -> CliResult {
     let config = NodeConfig::load(config_path).map_err(|e| CliError::Runtime(e.into()))?;
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+        )
         .with_ansi(false)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -31,7 +34,10 @@ pub fn start(config_path: &Path) -> CliResult {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
         std::future::pending::<()>().await;
         return;

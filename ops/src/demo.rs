@@ -49,7 +49,13 @@ fn step(format: Format, text: &str) {
 
 /// Runs the failover demo on a scratch cluster and stops it whatever happens.
 pub async fn failover(dir: PathBuf, keys: u32, format: Format) -> anyhow::Result<FailoverReport> {
-    step(format, &format!("starting a local cluster: 3 sites x 1 node in {}", dir.display()));
+    step(
+        format,
+        &format!(
+            "starting a local cluster: 3 sites x 1 node in {}",
+            dir.display()
+        ),
+    );
     let mut cluster = local::up(&dir, 3, 1).await?;
     let result = run_failover(&mut cluster, keys, format).await;
     step(format, "stopping the cluster");
@@ -57,25 +63,45 @@ pub async fn failover(dir: PathBuf, keys: u32, format: Format) -> anyhow::Result
     result
 }
 
-async fn run_failover(cluster: &mut LocalCluster, keys: u32, format: Format) -> anyhow::Result<FailoverReport> {
+async fn run_failover(
+    cluster: &mut LocalCluster,
+    keys: u32,
+    format: Format,
+) -> anyhow::Result<FailoverReport> {
     let client = cluster.client()?;
     let mut acked: Vec<(String, String)> = Vec::new();
     for i in 0..keys {
         let (k, v) = (format!("demo/key-{i:03}"), format!("value-{i}"));
         let r = client.put(k.as_bytes(), v.as_bytes()).await?;
-        step(format, &format!("put {k} = {v} (index {})", r.header.map(|h| h.index).unwrap_or(0)));
+        step(
+            format,
+            &format!(
+                "put {k} = {v} (index {})",
+                r.header.map(|h| h.index).unwrap_or(0)
+            ),
+        );
         acked.push((k, v));
     }
     for (k, v) in &acked {
-        let got = client.get(k.as_bytes(), false).await?.kv.ok_or_else(|| anyhow!("{k} missing"))?;
+        let got = client
+            .get(k.as_bytes(), false)
+            .await?
+            .kv
+            .ok_or_else(|| anyhow!("{k} missing"))?;
         if got.value != v.as_bytes() {
             bail!("{k} reads back wrong");
         }
     }
-    step(format, &format!("read back {} keys (linearizable)", acked.len()));
+    step(
+        format,
+        &format!("read back {} keys (linearizable)", acked.len()),
+    );
     let status = gather(&client).await?;
     let old_leader = status.leader.ok_or_else(|| anyhow!("no leader"))?;
-    step(format, &format!("leader is node {old_leader}; sending it SIGKILL"));
+    step(
+        format,
+        &format!("leader is node {old_leader}; sending it SIGKILL"),
+    );
     cluster.kill9(old_leader)?;
     let killed_at = Instant::now();
     let mut i = 0;
@@ -87,13 +113,23 @@ async fn run_failover(cluster: &mut LocalCluster, keys: u32, format: Format) -> 
                 acked.push((k, v));
                 break killed_at.elapsed();
             }
-            Err(e) if killed_at.elapsed() > Duration::from_secs(30) => return Err(e).context("no write succeeded within 30 s"),
+            Err(e) if killed_at.elapsed() > Duration::from_secs(30) => {
+                return Err(e).context("no write succeeded within 30 s")
+            }
             Err(_) => continue,
         }
     };
     let status = gather(&client).await?;
-    let new_leader = status.leader.ok_or_else(|| anyhow!("no leader after failover"))?;
-    step(format, &format!("first write acknowledged {} ms after the kill; new leader is node {new_leader}", failover.as_millis()));
+    let new_leader = status
+        .leader
+        .ok_or_else(|| anyhow!("no leader after failover"))?;
+    step(
+        format,
+        &format!(
+            "first write acknowledged {} ms after the kill; new leader is node {new_leader}",
+            failover.as_millis()
+        ),
+    );
     for j in 0..keys {
         let (k, v) = (format!("demo/more-{j:03}"), format!("more-{j}"));
         client.put(k.as_bytes(), v.as_bytes()).await?;
@@ -106,12 +142,27 @@ async fn run_failover(cluster: &mut LocalCluster, keys: u32, format: Format) -> 
             lost += 1;
         }
     }
-    step(format, &format!("{} acknowledged writes checked, {lost} lost", acked.len()));
+    step(
+        format,
+        &format!("{} acknowledged writes checked, {lost} lost", acked.len()),
+    );
     step(format, &format!("restarting node {old_leader}"));
     let restarted = Instant::now();
     cluster.restart(old_leader).await?;
-    let leader_applied = gather(&client).await?.members.iter().find(|m| Some(m.id) == Some(new_leader)).and_then(|m| m.applied_index).unwrap_or(0);
-    let addr = cluster.file.nodes.iter().find(|n| n.id == old_leader).map(|n| n.addr.clone()).unwrap_or_default();
+    let leader_applied = gather(&client)
+        .await?
+        .members
+        .iter()
+        .find(|m| Some(m.id) == Some(new_leader))
+        .and_then(|m| m.applied_index)
+        .unwrap_or(0);
+    let addr = cluster
+        .file
+        .nodes
+        .iter()
+        .find(|n| n.id == old_leader)
+        .map(|n| n.addr.clone())
+        .unwrap_or_default();
     loop {
         let s = client.status_of(&addr).await?;
         if s.applied_index >= leader_applied {
@@ -123,7 +174,13 @@ async fn run_failover(cluster: &mut LocalCluster, keys: u32, format: Format) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let caught_up = restarted.elapsed();
-    step(format, &format!("node {old_leader} caught up to index {leader_applied} in {} ms", caught_up.as_millis()));
+    step(
+        format,
+        &format!(
+            "node {old_leader} caught up to index {leader_applied} in {} ms",
+            caught_up.as_millis()
+        ),
+    );
     Ok(FailoverReport {
         dir: cluster.dir.clone(),
         old_leader,
@@ -147,12 +204,23 @@ pub async fn run(cmd: DemoCommand, global: &Global) -> CliResult {
             match global.output {
                 Format::Json => print_json(&report)?,
                 Format::Table => {
-                    println!("failover: node {} killed, node {} leads; first write {} ms after the kill", report.old_leader, report.new_leader, report.failover_ms);
-                    println!("writes: {} acknowledged, {} lost; killed node caught up in {} ms", report.acknowledged_writes, report.lost_writes, report.restarted_node_caught_up_ms);
+                    println!(
+                        "failover: node {} killed, node {} leads; first write {} ms after the kill",
+                        report.old_leader, report.new_leader, report.failover_ms
+                    );
+                    println!(
+                        "writes: {} acknowledged, {} lost; killed node caught up in {} ms",
+                        report.acknowledged_writes,
+                        report.lost_writes,
+                        report.restarted_node_caught_up_ms
+                    );
                 }
             }
             if report.lost_writes > 0 {
-                return Err(crate::output::CliError::NotApplied(format!("{} acknowledged writes lost", report.lost_writes)));
+                return Err(crate::output::CliError::NotApplied(format!(
+                    "{} acknowledged writes lost",
+                    report.lost_writes
+                )));
             }
             Ok(())
         }

@@ -71,7 +71,11 @@ pub struct ClusterFile {
 impl ClusterFile {
     /// Comma-separated client endpoints.
     pub fn endpoints(&self) -> String {
-        self.nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",")
+        self.nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Reads `dir/cluster.json`.
@@ -84,7 +88,8 @@ impl ClusterFile {
     /// Writes `dir/cluster.json` atomically.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let tmp = dir.join(format!("{CLUSTER_FILE}.tmp"));
-        fs::write(&tmp, serde_json::to_vec_pretty(self)?).with_context(|| format!("write {}", tmp.display()))?;
+        fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("write {}", tmp.display()))?;
         fs::rename(&tmp, dir.join(CLUSTER_FILE)).context("rename cluster.json into place")?;
         Ok(())
     }
@@ -106,7 +111,10 @@ fn node_config(node: &LocalNode, sites: &[String], all: &[LocalNode]) -> String 
         sites.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
     );
     for m in all {
-        s.push_str(&format!("\n[[initial_members]]\nid = {}\nsite = \"{}\"\naddr = \"{}\"\n", m.id, m.site, m.addr));
+        s.push_str(&format!(
+            "\n[[initial_members]]\nid = {}\nsite = \"{}\"\naddr = \"{}\"\n",
+            m.id, m.site, m.addr
+        ));
     }
     s
 }
@@ -141,7 +149,11 @@ pub fn log_tail(path: &Path) -> String {
 }
 
 /// Waits until the node answers admin status, failing early if its process exits.
-pub async fn wait_serving(node: &LocalNode, child: &mut Child, deadline: Duration) -> anyhow::Result<()> {
+pub async fn wait_serving(
+    node: &LocalNode,
+    child: &mut Child,
+    deadline: Duration,
+) -> anyhow::Result<()> {
     let client = Client::new(std::slice::from_ref(&node.addr), ClientOptions::default())?;
     let started = Instant::now();
     loop {
@@ -149,10 +161,20 @@ pub async fn wait_serving(node: &LocalNode, child: &mut Child, deadline: Duratio
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            bail!("node {} exited ({status}) before serving; log {}:\n{}", node.id, node.log.display(), log_tail(&node.log));
+            bail!(
+                "node {} exited ({status}) before serving; log {}:\n{}",
+                node.id,
+                node.log.display(),
+                log_tail(&node.log)
+            );
         }
         if started.elapsed() > deadline {
-            bail!("node {} did not answer within {:?}; log {}", node.id, deadline, node.log.display());
+            bail!(
+                "node {} did not answer within {:?}; log {}",
+                node.id,
+                deadline,
+                node.log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -161,7 +183,9 @@ pub async fn wait_serving(node: &LocalNode, child: &mut Child, deadline: Duratio
 /// Commits a no-op through the leader; returns the leader id.
 pub async fn barrier(client: &Client) -> anyhow::Result<u64> {
     let resp = client
-        .call(Retry::Idempotent, |c| async move { Client::admin(c).barrier(apb::BarrierRequest {}).await })
+        .call(Retry::Idempotent, |c| async move {
+            Client::admin(c).barrier(apb::BarrierRequest {}).await
+        })
         .await
         .context("wait for a leader to commit")?;
     Ok(resp.leader_id)
@@ -184,12 +208,17 @@ pub async fn up(dir: &Path, sites: u32, per_site: u32) -> anyhow::Result<LocalCl
 
 /// Starts `sites` × `per_site` nodes under `dir` running `exe`, initializes the cluster,
 /// waits for a committed write, and writes `cluster.json`.
-pub async fn up_with(exe: &Path, dir: &Path, sites: u32, per_site: u32) -> anyhow::Result<LocalCluster> {
+pub async fn up_with(
+    exe: &Path,
+    dir: &Path,
+    sites: u32,
+    per_site: u32,
+) -> anyhow::Result<LocalCluster> {
     if sites == 0 || per_site == 0 {
         bail!("--sites and --nodes-per-site must be at least 1");
     }
     if let Ok(existing) = ClusterFile::read(dir) {
-        if existing.nodes.iter().any(|n| is_our_process(n)) {
+        if existing.nodes.iter().any(is_our_process) {
             bail!("a local cluster is already running in {}; run `reprise cluster local down --dir {}` first", dir.display(), dir.display());
         }
     }
@@ -221,8 +250,16 @@ pub async fn up_with(exe: &Path, dir: &Path, sites: u32, per_site: u32) -> anyho
         node.pid = child.id();
         children.insert(node.id, child);
     }
-    let file = ClusterFile { cluster_name: "reprise-local".into(), nodes };
-    let mut cluster = LocalCluster { exe: exe.to_path_buf(), dir: dir.clone(), file, children };
+    let file = ClusterFile {
+        cluster_name: "reprise-local".into(),
+        nodes,
+    };
+    let mut cluster = LocalCluster {
+        exe: exe.to_path_buf(),
+        dir: dir.clone(),
+        file,
+        children,
+    };
     cluster.file.write(&dir)?;
     if let Err(e) = cluster.bootstrap().await {
         cluster.stop_all();
@@ -234,7 +271,10 @@ pub async fn up_with(exe: &Path, dir: &Path, sites: u32, per_site: u32) -> anyho
 impl LocalCluster {
     async fn bootstrap(&mut self) -> anyhow::Result<()> {
         for node in &self.file.nodes {
-            let child = self.children.get_mut(&node.id).ok_or_else(|| anyhow!("no process for node {}", node.id))?;
+            let child = self
+                .children
+                .get_mut(&node.id)
+                .ok_or_else(|| anyhow!("no process for node {}", node.id))?;
             wait_serving(node, child, Duration::from_secs(30)).await?;
         }
         let first = &self.file.nodes[0];
@@ -242,12 +282,20 @@ impl LocalCluster {
             .file
             .nodes
             .iter()
-            .map(|n| apb::MemberInfo { id: n.id, addr: n.addr.clone(), site: n.site.clone(), zone: String::new(), voter: true })
+            .map(|n| apb::MemberInfo {
+                id: n.id,
+                addr: n.addr.clone(),
+                site: n.site.clone(),
+                zone: String::new(),
+                voter: true,
+            })
             .collect();
         let client = Client::new(std::slice::from_ref(&first.addr), ClientOptions::default())?;
         client
             .call(Retry::Idempotent, |c| {
-                let req = apb::InitializeRequest { members: members.clone() };
+                let req = apb::InitializeRequest {
+                    members: members.clone(),
+                };
                 async move { Client::admin(c).initialize(req).await }
             })
             .await
@@ -264,7 +312,10 @@ impl LocalCluster {
 
     /// SIGKILLs node `id` and reaps it.
     pub fn kill9(&mut self, id: u64) -> anyhow::Result<()> {
-        let child = self.children.get_mut(&id).ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let child = self
+            .children
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
         child.kill().with_context(|| format!("kill node {id}"))?;
         child.wait()?;
         self.children.remove(&id);
@@ -273,7 +324,12 @@ impl LocalCluster {
 
     /// Starts node `id` again on its existing data directory and waits until it serves.
     pub async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
-        let idx = self.file.nodes.iter().position(|n| n.id == id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let idx = self
+            .file
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
         let mut child = spawn_node(&self.exe, &self.file.nodes[idx])?;
         self.file.nodes[idx].pid = child.id();
         wait_serving(&self.file.nodes[idx], &mut child, Duration::from_secs(30)).await?;
@@ -314,7 +370,12 @@ impl LocalCluster {
 
     /// Address of node `id`.
     pub fn addr(&self, id: u64) -> anyhow::Result<String> {
-        self.file.nodes.iter().find(|n| n.id == id).map(|n| n.addr.clone()).ok_or_else(|| anyhow!("no node {id}"))
+        self.file
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| anyhow!("no node {id}"))
     }
 
     /// Ids of nodes whose processes this cluster handle runs.
@@ -357,7 +418,12 @@ pub fn is_our_process(node: &LocalNode) -> bool {
         return false;
     }
     let stat = fs::read_to_string(format!("/proc/{}/stat", node.pid)).unwrap_or_default();
-    if stat.is_empty() || stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+    if stat.is_empty()
+        || stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    {
         return false;
     }
     let cmdline = fs::read(format!("/proc/{}/cmdline", node.pid)).unwrap_or_default();
@@ -385,7 +451,11 @@ pub fn down(dir: &Path) -> anyhow::Result<Vec<(u64, u32)>> {
 /// Runs a `cluster local` command.
 pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
     match cmd {
-        LocalCommand::Up { sites, nodes_per_site, dir } => {
+        LocalCommand::Up {
+            sites,
+            nodes_per_site,
+            dir,
+        } => {
             let started = Instant::now();
             let mut cluster = up(&dir, sites, nodes_per_site).await?;
             cluster.children.clear();
@@ -396,7 +466,15 @@ pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
                     let rows: Vec<Vec<String>> = file
                         .nodes
                         .iter()
-                        .map(|n| vec![n.id.to_string(), n.site.clone(), n.addr.clone(), n.pid.to_string(), n.data_dir.display().to_string()])
+                        .map(|n| {
+                            vec![
+                                n.id.to_string(),
+                                n.site.clone(),
+                                n.addr.clone(),
+                                n.pid.to_string(),
+                                n.data_dir.display().to_string(),
+                            ]
+                        })
                         .collect();
                     print_table(&["ID", "SITE", "ADDR", "PID", "DATA DIR"], &rows);
                     println!(
@@ -412,7 +490,12 @@ pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
         LocalCommand::Down { dir } => {
             let stopped = down(&dir)?;
             match global.output {
-                Format::Json => print_json(&stopped.iter().map(|(id, pid)| serde_json::json!({"id": id, "pid": pid})).collect::<Vec<_>>()),
+                Format::Json => print_json(
+                    &stopped
+                        .iter()
+                        .map(|(id, pid)| serde_json::json!({"id": id, "pid": pid}))
+                        .collect::<Vec<_>>(),
+                ),
                 Format::Table => {
                     if stopped.is_empty() {
                         println!("no node of {} was running", dir.display());
@@ -426,9 +509,15 @@ pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
         }
         LocalCommand::Start { dir, id } => {
             let mut file = ClusterFile::read(&dir)?;
-            let idx = file.nodes.iter().position(|n| n.id == id).ok_or_else(|| anyhow!("no node {id} in {}", dir.display()))?;
+            let idx = file
+                .nodes
+                .iter()
+                .position(|n| n.id == id)
+                .ok_or_else(|| anyhow!("no node {id} in {}", dir.display()))?;
             if is_our_process(&file.nodes[idx]) {
-                return Err(anyhow!("node {id} is already running (pid {})", file.nodes[idx].pid).into());
+                return Err(
+                    anyhow!("node {id} is already running (pid {})", file.nodes[idx].pid).into(),
+                );
             }
             let exe = std::env::current_exe().context("locate the reprise binary")?;
             let mut child = spawn_node(&exe, &file.nodes[idx])?;

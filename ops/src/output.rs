@@ -50,7 +50,9 @@ impl CliError {
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Unreachable { .. } | ClientError::NoLeader { .. } => CliError::Unavailable(e.to_string()),
+            ClientError::Unreachable { .. } | ClientError::NoLeader { .. } => {
+                CliError::Unavailable(e.to_string())
+            }
             other => CliError::Runtime(other.into()),
         }
     }
@@ -70,7 +72,10 @@ pub fn print_json<T: Serialize>(value: &T) -> CliResult {
 pub fn show_bytes(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
-        Err(_) => format!("0x{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        Err(_) => format!(
+            "0x{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
     }
 }
 
@@ -83,7 +88,11 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());

@@ -11,7 +11,11 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
     meta["packages"]
         .as_array()
@@ -34,19 +38,48 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
 fn dependency_direction_holds() {
     let deps = dependencies();
     let forbidden: &[(&str, &[&str])] = &[
-        ("reprise-storage", &["reprise-api", "reprise-node", "reprise-ops", "tonic", "clap"]),
-        ("reprise-api", &["reprise-storage", "reprise-node", "reprise-ops", "openraft", "sled"]),
+        (
+            "reprise-storage",
+            &[
+                "reprise-api",
+                "reprise-node",
+                "reprise-ops",
+                "tonic",
+                "clap",
+            ],
+        ),
+        (
+            "reprise-api",
+            &[
+                "reprise-storage",
+                "reprise-node",
+                "reprise-ops",
+                "openraft",
+                "sled",
+            ],
+        ),
         ("reprise-node", &["reprise-ops", "clap"]),
     ];
     for (krate, banned) in forbidden {
-        let have = deps.get(*krate).unwrap_or_else(|| panic!("{krate} missing from the workspace"));
+        let have = deps
+            .get(*krate)
+            .unwrap_or_else(|| panic!("{krate} missing from the workspace"));
         for b in *banned {
-            assert!(!have.iter().any(|d| d == b), "{krate} must not depend on {b}");
+            assert!(
+                !have.iter().any(|d| d == b),
+                "{krate} must not depend on {b}"
+            );
         }
     }
-    for (krate, needed) in [("reprise-node", ["reprise-storage", "reprise-api"]), ("reprise-ops", ["reprise-node", "reprise-api"])] {
+    for (krate, needed) in [
+        ("reprise-node", ["reprise-storage", "reprise-api"]),
+        ("reprise-ops", ["reprise-node", "reprise-api"]),
+    ] {
         for n in needed {
-            assert!(deps[krate].iter().any(|d| d == n), "{krate} should depend on {n}");
+            assert!(
+                deps[krate].iter().any(|d| d == n),
+                "{krate} should depend on {n}"
+            );
         }
     }
 }

@@ -11,14 +11,21 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), RaftStorageError> {
         let dir = TempDir::new().expect("create temp dir");
-        let log = LogStore::open(&dir.path().join("log"), SegmentLogOptions { segment_bytes_max: 64 * 1024 })
-            .expect("open log");
+        let log = LogStore::open(
+            &dir.path().join("log"),
+            SegmentLogOptions {
+                segment_bytes_max: 64 * 1024,
+            },
+        )
+        .expect("open log");
         let sm = StateMachineStore::open(&dir.path().join("sm")).expect("open state machine");
         Ok((dir, log, sm))
     }
 }
 
 #[test]
-fn openraft_storage_suite_passes() -> Result<(), RaftStorageError> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite_passes() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }

@@ -19,17 +19,31 @@ fn entry(index: u64) -> Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Command {
             hlc: index,
-            op: Operation::Put { key: format!("k{index}").into_bytes(), value: vec![index as u8; 100] },
+            op: Operation::Put {
+                key: format!("k{index}").into_bytes(),
+                value: vec![index as u8; 100],
+            },
         }),
     }
 }
 
 fn open(dir: &Path) -> LogStore {
-    LogStore::open(dir, SegmentLogOptions { segment_bytes_max: 16 * 1024 }).expect("open log")
+    LogStore::open(
+        dir,
+        SegmentLogOptions {
+            segment_bytes_max: 16 * 1024,
+        },
+    )
+    .expect("open log")
 }
 
 async fn indices(log: &mut LogStore) -> Vec<u64> {
-    log.try_get_log_entries(..).await.expect("read").iter().map(|e| e.log_id.index).collect()
+    log.try_get_log_entries(..)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect()
 }
 
 #[tokio::test]
@@ -44,7 +58,10 @@ async fn concurrent_appends_share_fsyncs_and_survive_reopen() {
         p.await.unwrap().unwrap();
     }
     let syncs = log.sync_count();
-    assert!(syncs < 500, "group commit should share fsyncs, got {syncs} for 500 appends");
+    assert!(
+        syncs < 500,
+        "group commit should share fsyncs, got {syncs} for 500 appends"
+    );
     println!("500 appends, {syncs} fdatasync calls");
     drop(log);
     let mut log = open(dir.path());
@@ -55,9 +72,18 @@ async fn concurrent_appends_share_fsyncs_and_survive_reopen() {
 async fn truncate_purge_and_vote_survive_reopen() {
     let dir = TempDir::new().unwrap();
     let mut log = open(dir.path());
-    log.append_entries((1..=300).map(entry)).await.unwrap().await.unwrap().unwrap();
-    log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 251)).await.unwrap();
-    log.purge(LogId::new(CommittedLeaderId::new(1, 1), 100)).await.unwrap();
+    log.append_entries((1..=300).map(entry))
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
+    log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 251))
+        .await
+        .unwrap();
+    log.purge(LogId::new(CommittedLeaderId::new(1, 1), 100))
+        .await
+        .unwrap();
     log.save_vote(&Vote::new(7, 3)).await.unwrap();
     drop(log);
     let mut log = open(dir.path());
@@ -67,7 +93,12 @@ async fn truncate_purge_and_vote_survive_reopen() {
     assert_eq!(state.last_log_id.map(|l| l.index), Some(250));
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(7, 3)));
     // Appending after truncation continues at the truncated index.
-    log.append_entries([entry(251)]).await.unwrap().await.unwrap().unwrap();
+    log.append_entries([entry(251)])
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
     drop(log);
     let mut log = open(dir.path());
     assert_eq!(indices(&mut log).await.last(), Some(&251));
@@ -75,9 +106,12 @@ async fn truncate_purge_and_vote_survive_reopen() {
 
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .expect("list log dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
+        })
         .collect();
     v.sort();
     v
@@ -87,7 +121,12 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
 async fn torn_tail_is_truncated_and_middle_corruption_refuses_to_start() {
     let dir = TempDir::new().unwrap();
     let mut log = open(dir.path());
-    log.append_entries((1..=50).map(entry)).await.unwrap().await.unwrap().unwrap();
+    log.append_entries((1..=50).map(entry))
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
     drop(log);
     let segs = segments(dir.path());
     let last = segs.last().unwrap().clone();
@@ -115,10 +154,18 @@ async fn torn_tail_is_truncated_and_middle_corruption_refuses_to_start() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
     fs::write(&first, &bytes).unwrap();
-    let err = LogStore::open(dir.path(), SegmentLogOptions { segment_bytes_max: 16 * 1024 })
-        .err()
-        .expect("a corrupt log must not open");
+    let err = LogStore::open(
+        dir.path(),
+        SegmentLogOptions {
+            segment_bytes_max: 16 * 1024,
+        },
+    )
+    .err()
+    .expect("a corrupt log must not open");
     let msg = err.to_string();
-    assert!(msg.contains(&first.display().to_string()), "error must name the file: {msg}");
+    assert!(
+        msg.contains(&first.display().to_string()),
+        "error must name the file: {msg}"
+    );
     assert!(msg.contains("byte"), "error must name the offset: {msg}");
 }

@@ -13,18 +13,31 @@ use tokio::io::AsyncWriteExt;
 fn entry(index: u64, op: Operation) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Command { hlc: 1000 + index, op }),
+        payload: EntryPayload::Normal(Command {
+            hlc: 1000 + index,
+            op,
+        }),
     }
 }
 
 fn put(k: &str, v: &str) -> Operation {
-    Operation::Put { key: k.as_bytes().to_vec(), value: v.as_bytes().to_vec() }
+    Operation::Put {
+        key: k.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec(),
+    }
 }
 
 fn cas_version(k: &str, version: u64, v: &str) -> Operation {
     Operation::Txn(Txn {
-        compares: vec![Compare { key: k.as_bytes().to_vec(), op: CompareOp::Equal, target: CompareTarget::Version(version) }],
-        success: vec![TxnOp::Put { key: k.as_bytes().to_vec(), value: v.as_bytes().to_vec() }],
+        compares: vec![Compare {
+            key: k.as_bytes().to_vec(),
+            op: CompareOp::Equal,
+            target: CompareTarget::Version(version),
+        }],
+        success: vec![TxnOp::Put {
+            key: k.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+        }],
         failure: vec![],
     })
 }
@@ -60,7 +73,10 @@ async fn versions_deletes_and_compare_and_swap() {
     );
     let view = sm.view();
     let a = view.get(b"a").unwrap().unwrap();
-    assert_eq!((a.value.as_slice(), a.version, a.create_index, a.mod_hlc), (&b"again"[..], 1, 7, 1007));
+    assert_eq!(
+        (a.value.as_slice(), a.version, a.create_index, a.mod_hlc),
+        (&b"again"[..], 1, 7, 1007)
+    );
     assert_eq!(view.applied().unwrap().map(|l| l.index), Some(7));
     assert_eq!(view.last_hlc().unwrap(), 1007);
 }
@@ -69,9 +85,21 @@ async fn versions_deletes_and_compare_and_swap() {
 async fn snapshot_streams_to_another_node_and_rebuilds_a_lost_sled() {
     let (a_dir, b_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
     let mut a = StateMachineStore::open(a_dir.path()).unwrap();
-    let entries: Vec<Entry> = (1..=2000).map(|i| entry(i, put(&format!("key/{i:05}"), &"v".repeat(i as usize % 300)))).collect();
+    let entries: Vec<Entry> = (1..=2000)
+        .map(|i| {
+            entry(
+                i,
+                put(&format!("key/{i:05}"), &"v".repeat(i as usize % 300)),
+            )
+        })
+        .collect();
     a.apply(entries).await.unwrap();
-    let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let sum_a = a.view().checksum().unwrap();
     assert_eq!((sum_a.applied_index, sum_a.keys), (2000, 2000));
 
@@ -95,9 +123,28 @@ async fn snapshot_streams_to_another_node_and_rebuilds_a_lost_sled() {
 async fn corrupt_snapshot_is_refused_and_state_is_untouched() {
     let (a_dir, b_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
     let mut a = StateMachineStore::open(a_dir.path()).unwrap();
-    a.apply((1..=100).map(|i| entry(i, put(&format!("k{i}"), "value"))).collect::<Vec<_>>()).await.unwrap();
-    let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    let mut bytes = std::fs::read(std::fs::read_dir(a_dir.path().join("snapshots")).unwrap().next().unwrap().unwrap().path()).unwrap();
+    a.apply(
+        (1..=100)
+            .map(|i| entry(i, put(&format!("k{i}"), "value")))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    let snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut bytes = std::fs::read(
+        std::fs::read_dir(a_dir.path().join("snapshots"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
 
@@ -108,6 +155,9 @@ async fn corrupt_snapshot_is_refused_and_state_is_untouched() {
     sink.write_all(&bytes).await.unwrap();
     sink.flush().await.unwrap();
     let err = b.install_snapshot(&snap.meta, sink).await.unwrap_err();
-    assert!(err.to_string().contains("corrupt") || err.to_string().contains("checksum"), "{err}");
+    assert!(
+        err.to_string().contains("corrupt") || err.to_string().contains("checksum"),
+        "{err}"
+    );
     assert_eq!(b.view().checksum().unwrap(), before);
 }

@@ -28,13 +28,28 @@ pub struct TestCluster {
 impl TestCluster {
     pub async fn start(sites: u32, per_site: u32) -> TestCluster {
         let dir = TempDir::new().expect("temp dir");
-        let cluster = local::up_with(&exe(), dir.path(), sites, per_site).await.expect("cluster up");
+        let cluster = local::up_with(&exe(), dir.path(), sites, per_site)
+            .await
+            .expect("cluster up");
         TestCluster { cluster, dir }
     }
 
     pub fn client(&self) -> Client {
-        let eps: Vec<String> = self.cluster.file.nodes.iter().map(|n| n.addr.clone()).collect();
-        Client::new(&eps, ClientOptions { deadline: Duration::from_secs(15), ..Default::default() }).expect("client")
+        let eps: Vec<String> = self
+            .cluster
+            .file
+            .nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect();
+        Client::new(
+            &eps,
+            ClientOptions {
+                deadline: Duration::from_secs(15),
+                ..Default::default()
+            },
+        )
+        .expect("client")
     }
 
     /// Current leader id, awaited.
@@ -55,7 +70,13 @@ impl TestCluster {
 
     /// Site of node `id`.
     pub fn site_of(&self, id: u64) -> String {
-        self.cluster.file.nodes.iter().find(|n| n.id == id).map(|n| n.site.clone()).expect("known node")
+        self.cluster
+            .file
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.site.clone())
+            .expect("known node")
     }
 
     /// Waits until every running node applied the leader's last index, then asserts that
@@ -78,7 +99,10 @@ impl TestCluster {
         .await;
         let digest = &sums[0].2;
         for (id, applied, d) in &sums {
-            assert_eq!(d, digest, "node {id} at applied index {applied} has a different state checksum: {sums:?}");
+            assert_eq!(
+                d, digest,
+                "node {id} at applied index {applied} has a different state checksum: {sums:?}"
+            );
         }
     }
 }
@@ -94,7 +118,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -147,7 +174,11 @@ impl Writer {
                 })
             })
             .collect();
-        Writer { stop, tasks, acked_count }
+        Writer {
+            stop,
+            tasks,
+            acked_count,
+        }
     }
 
     /// Acknowledged writes so far.
@@ -158,7 +189,12 @@ impl Writer {
     /// Waits until `n` more writes than now were acknowledged.
     pub async fn wait_progress(&self, n: usize) {
         let target = self.acked() + n;
-        wait_for("writes to be acknowledged", Duration::from_secs(30), || async { (self.acked() >= target).then_some(()) }).await;
+        wait_for(
+            "writes to be acknowledged",
+            Duration::from_secs(30),
+            || async { (self.acked() >= target).then_some(()) },
+        )
+        .await;
     }
 
     /// Stops the writers and returns the merged history.
@@ -185,7 +221,13 @@ pub async fn assert_no_lost_writes(client: &Client, history: &History) {
             lost.push(k.clone());
         }
     }
-    assert!(lost.is_empty(), "{} of {} acknowledged writes lost: {:?}", lost.len(), history.acked.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        history.acked.len(),
+        &lost[..lost.len().min(10)]
+    );
     for (k, v) in &history.unknown {
         if let Some(kv) = client.get(k.as_bytes(), false).await.expect("read back").kv {
             assert_eq!(kv.value, v.as_bytes(), "key {k} holds a value nobody wrote");

@@ -15,10 +15,10 @@ use tonic::{Code, Status};
 
 use crate::limits::GRPC_MESSAGE_BYTES_MAX;
 use crate::model::{self, ValidationError};
-use crate::pb::admin::admin_client::AdminClient;
 use crate::pb::admin as apb;
-use crate::pb::kv::kv_client::KvClient;
+use crate::pb::admin::admin_client::AdminClient;
 use crate::pb::kv as kpb;
+use crate::pb::kv::kv_client::KvClient;
 use crate::redirect::parse_not_leader;
 
 /// Timeouts and retry budget.
@@ -53,7 +53,10 @@ pub enum ClientError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error("no endpoint reachable ({endpoints}): {last_error}")]
-    Unreachable { endpoints: String, last_error: String },
+    Unreachable {
+        endpoints: String,
+        last_error: String,
+    },
     #[error("no leader found within {waited_ms} ms: {last_error}")]
     NoLeader { waited_ms: u128, last_error: String },
     #[error("outcome unknown: {endpoint} failed after the request was sent ({status}); the write may or may not have been applied")]
@@ -81,7 +84,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("endpoints", &self.endpoint_list()).finish()
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoint_list())
+            .finish()
     }
 }
 
@@ -136,9 +141,11 @@ impl Client {
         if let Some(c) = channels.get(endpoint) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(normalize(endpoint)).map_err(|e| ClientError::InvalidEndpoint {
-            endpoint: endpoint.to_string(),
-            reason: e.to_string(),
+        let ep = Endpoint::from_shared(normalize(endpoint)).map_err(|e| {
+            ClientError::InvalidEndpoint {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            }
         })?;
         let channel = ep
             .connect_timeout(self.opts.connect_timeout)
@@ -197,10 +204,15 @@ impl Client {
                             }
                             _ => offset += 1,
                         }
-                    } else if never_sent(&status) || retry == Retry::Idempotent && retriable(&status) {
+                    } else if never_sent(&status)
+                        || retry == Retry::Idempotent && retriable(&status)
+                    {
                         offset += 1;
                     } else if retriable(&status) {
-                        return Err(ClientError::Indeterminate { endpoint, status: status.to_string() });
+                        return Err(ClientError::Indeterminate {
+                            endpoint,
+                            status: status.to_string(),
+                        });
                     } else {
                         return Err(ClientError::Rejected { endpoint, status });
                     }
@@ -211,9 +223,15 @@ impl Client {
             }
         }
         if saw_redirect {
-            Err(ClientError::NoLeader { waited_ms: started.elapsed().as_millis(), last_error })
+            Err(ClientError::NoLeader {
+                waited_ms: started.elapsed().as_millis(),
+                last_error,
+            })
         } else {
-            Err(ClientError::Unreachable { endpoints: self.endpoint_list().join(","), last_error })
+            Err(ClientError::Unreachable {
+                endpoints: self.endpoint_list().join(","),
+                last_error,
+            })
         }
     }
 
@@ -232,7 +250,10 @@ impl Client {
 
     /// Sets `key` to `value`.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<kpb::PutResponse, ClientError> {
-        let req = kpb::PutRequest { key: key.to_vec(), value: value.to_vec() };
+        let req = kpb::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
         model::Put::try_from(req.clone())?;
         self.call(Retry::OnlyIfNotApplied, |c| {
             let req = req.clone();
@@ -243,7 +264,10 @@ impl Client {
 
     /// Reads `key`.
     pub async fn get(&self, key: &[u8], stale: bool) -> Result<kpb::GetResponse, ClientError> {
-        let req = kpb::GetRequest { key: key.to_vec(), consistency: consistency(stale) };
+        let req = kpb::GetRequest {
+            key: key.to_vec(),
+            consistency: consistency(stale),
+        };
         model::Get::try_from(req.clone())?;
         self.call(Retry::Idempotent, |c| {
             let req = req.clone();
@@ -303,7 +327,10 @@ impl Client {
             .checksum(apb::ChecksumRequest {})
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| ClientError::Rejected { endpoint: endpoint.to_string(), status })
+            .map_err(|status| ClientError::Rejected {
+                endpoint: endpoint.to_string(),
+                status,
+            })
     }
 }
 
@@ -323,5 +350,8 @@ fn never_sent(status: &Status) -> bool {
 }
 
 fn retriable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
 }

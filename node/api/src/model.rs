@@ -5,7 +5,9 @@
 use thiserror::Error;
 use tonic::Status;
 
-use crate::limits::{KEY_BYTES_MAX, SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
+use crate::limits::{
+    KEY_BYTES_MAX, SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX,
+};
 use crate::pb::kv as pb;
 
 /// A request field that failed validation.
@@ -23,7 +25,10 @@ impl From<ValidationError> for Status {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ValidationError {
-    ValidationError { field, reason: reason.into() }
+    ValidationError {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// Checks a key: not empty, at most [`KEY_BYTES_MAX`] bytes.
@@ -32,7 +37,10 @@ pub fn check_key(field: &'static str, key: &[u8]) -> Result<(), ValidationError>
         return Err(invalid(field, "key is empty"));
     }
     if key.len() > KEY_BYTES_MAX {
-        return Err(invalid(field, format!("key is {} bytes, limit is {KEY_BYTES_MAX}", key.len())));
+        return Err(invalid(
+            field,
+            format!("key is {} bytes, limit is {KEY_BYTES_MAX}", key.len()),
+        ));
     }
     Ok(())
 }
@@ -74,7 +82,10 @@ impl TryFrom<pb::PutRequest> for Put {
     fn try_from(r: pb::PutRequest) -> Result<Self, ValidationError> {
         check_key("key", &r.key)?;
         check_value("value", &r.value)?;
-        Ok(Put { key: r.key, value: r.value })
+        Ok(Put {
+            key: r.key,
+            value: r.value,
+        })
     }
 }
 
@@ -101,7 +112,10 @@ impl TryFrom<pb::GetRequest> for Get {
     type Error = ValidationError;
     fn try_from(r: pb::GetRequest) -> Result<Self, ValidationError> {
         check_key("key", &r.key)?;
-        Ok(Get { key: r.key, consistency: consistency(r.consistency)? })
+        Ok(Get {
+            key: r.key,
+            consistency: consistency(r.consistency)?,
+        })
     }
 }
 
@@ -125,28 +139,60 @@ impl TryFrom<pb::ScanRequest> for Scan {
     type Error = ValidationError;
     fn try_from(r: pb::ScanRequest) -> Result<Self, ValidationError> {
         if r.limit > SCAN_LIMIT_MAX {
-            return Err(invalid("limit", format!("{} is over the limit of {SCAN_LIMIT_MAX}", r.limit)));
+            return Err(invalid(
+                "limit",
+                format!("{} is over the limit of {SCAN_LIMIT_MAX}", r.limit),
+            ));
         }
-        let limit = if r.limit == 0 { SCAN_LIMIT_DEFAULT } else { r.limit };
-        for (field, k) in [("prefix", &r.prefix), ("start", &r.start), ("end", &r.end), ("page_token", &r.page_token)] {
+        let limit = if r.limit == 0 {
+            SCAN_LIMIT_DEFAULT
+        } else {
+            r.limit
+        };
+        for (field, k) in [
+            ("prefix", &r.prefix),
+            ("start", &r.start),
+            ("end", &r.end),
+            ("page_token", &r.page_token),
+        ] {
             if k.len() > KEY_BYTES_MAX {
-                return Err(invalid(field, format!("{} bytes, limit is {KEY_BYTES_MAX}", k.len())));
+                return Err(invalid(
+                    field,
+                    format!("{} bytes, limit is {KEY_BYTES_MAX}", k.len()),
+                ));
             }
         }
         let range = if !r.prefix.is_empty() {
             if !r.start.is_empty() || !r.end.is_empty() {
-                return Err(invalid("prefix", "give either a prefix or a start/end range, not both"));
+                return Err(invalid(
+                    "prefix",
+                    "give either a prefix or a start/end range, not both",
+                ));
             }
-            ScanRange::Prefix { prefix: r.prefix, from: r.page_token }
+            ScanRange::Prefix {
+                prefix: r.prefix,
+                from: r.page_token,
+            }
         } else {
-            let from = if r.page_token.is_empty() { r.start } else { r.page_token };
+            let from = if r.page_token.is_empty() {
+                r.start
+            } else {
+                r.page_token
+            };
             let end = (!r.end.is_empty()).then_some(r.end);
-            if end.as_ref().is_some_and(|e| e.as_slice() <= from.as_slice()) {
+            if end
+                .as_ref()
+                .is_some_and(|e| e.as_slice() <= from.as_slice())
+            {
                 return Err(invalid("end", "end must be greater than start"));
             }
             ScanRange::Range { from, end }
         };
-        Ok(Scan { range, limit, consistency: consistency(r.consistency)? })
+        Ok(Scan {
+            range,
+            limit,
+            consistency: consistency(r.consistency)?,
+        })
     }
 }
 
@@ -204,13 +250,24 @@ impl TryFrom<pb::Compare> for Compare {
             Some(pb::compare::Target::Version(v)) => CompareTarget::Version(v),
             Some(pb::compare::Target::Absent(true)) => CompareTarget::Absent,
             Some(pb::compare::Target::Absent(false)) | None => {
-                return Err(invalid("compare.target", "missing: give a value, a version or absent"))
+                return Err(invalid(
+                    "compare.target",
+                    "missing: give a value, a version or absent",
+                ))
             }
         };
-        if target == CompareTarget::Absent && !matches!(op, CompareOp::Equal | CompareOp::NotEqual) {
-            return Err(invalid("compare.op", "absent can only be compared with EQUAL or NOT_EQUAL"));
+        if target == CompareTarget::Absent && !matches!(op, CompareOp::Equal | CompareOp::NotEqual)
+        {
+            return Err(invalid(
+                "compare.op",
+                "absent can only be compared with EQUAL or NOT_EQUAL",
+            ));
         }
-        Ok(Compare { key: c.key, op, target })
+        Ok(Compare {
+            key: c.key,
+            op,
+            target,
+        })
     }
 }
 
@@ -230,15 +287,30 @@ impl TryFrom<pb::TxnRequest> for Txn {
     fn try_from(r: pb::TxnRequest) -> Result<Self, ValidationError> {
         let total = r.compares.len() + r.success.len() + r.failure.len();
         if total > TXN_OPS_MAX {
-            return Err(invalid("txn", format!("{total} compares and operations, limit is {TXN_OPS_MAX}")));
+            return Err(invalid(
+                "txn",
+                format!("{total} compares and operations, limit is {TXN_OPS_MAX}"),
+            ));
         }
         if r.compares.is_empty() && r.success.is_empty() && r.failure.is_empty() {
             return Err(invalid("txn", "empty transaction"));
         }
         Ok(Txn {
-            compares: r.compares.into_iter().map(Compare::try_from).collect::<Result<_, _>>()?,
-            success: r.success.into_iter().map(TxnOp::try_from).collect::<Result<_, _>>()?,
-            failure: r.failure.into_iter().map(TxnOp::try_from).collect::<Result<_, _>>()?,
+            compares: r
+                .compares
+                .into_iter()
+                .map(Compare::try_from)
+                .collect::<Result<_, _>>()?,
+            success: r
+                .success
+                .into_iter()
+                .map(TxnOp::try_from)
+                .collect::<Result<_, _>>()?,
+            failure: r
+                .failure
+                .into_iter()
+                .map(TxnOp::try_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -249,13 +321,29 @@ mod tests {
 
     #[test]
     fn rejects_empty_and_oversized_keys_and_values() {
-        let e = Put::try_from(pb::PutRequest { key: vec![], value: vec![] }).unwrap_err();
+        let e = Put::try_from(pb::PutRequest {
+            key: vec![],
+            value: vec![],
+        })
+        .unwrap_err();
         assert_eq!(e.field, "key");
-        let e = Put::try_from(pb::PutRequest { key: vec![b'k'; KEY_BYTES_MAX + 1], value: vec![] }).unwrap_err();
+        let e = Put::try_from(pb::PutRequest {
+            key: vec![b'k'; KEY_BYTES_MAX + 1],
+            value: vec![],
+        })
+        .unwrap_err();
         assert!(e.reason.contains("limit"), "{e}");
-        let e = Put::try_from(pb::PutRequest { key: b"k".to_vec(), value: vec![0; VALUE_BYTES_MAX + 1] }).unwrap_err();
+        let e = Put::try_from(pb::PutRequest {
+            key: b"k".to_vec(),
+            value: vec![0; VALUE_BYTES_MAX + 1],
+        })
+        .unwrap_err();
         assert_eq!(e.field, "value");
-        assert!(Put::try_from(pb::PutRequest { key: b"k".to_vec(), value: vec![0; VALUE_BYTES_MAX] }).is_ok());
+        assert!(Put::try_from(pb::PutRequest {
+            key: b"k".to_vec(),
+            value: vec![0; VALUE_BYTES_MAX]
+        })
+        .is_ok());
     }
 
     #[test]
@@ -266,16 +354,30 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(s.range, ScanRange::Prefix { prefix: b"a/".to_vec(), from: b"a/5".to_vec() });
+        assert_eq!(
+            s.range,
+            ScanRange::Prefix {
+                prefix: b"a/".to_vec(),
+                from: b"a/5".to_vec()
+            }
+        );
         assert_eq!(s.limit, SCAN_LIMIT_DEFAULT);
-        let bad = pb::ScanRequest { start: b"b".to_vec(), end: b"a".to_vec(), ..Default::default() };
+        let bad = pb::ScanRequest {
+            start: b"b".to_vec(),
+            end: b"a".to_vec(),
+            ..Default::default()
+        };
         assert_eq!(Scan::try_from(bad).unwrap_err().field, "end");
     }
 
     #[test]
     fn txn_without_target_is_refused() {
         let r = pb::TxnRequest {
-            compares: vec![pb::Compare { key: b"k".to_vec(), op: 0, target: None }],
+            compares: vec![pb::Compare {
+                key: b"k".to_vec(),
+                op: 0,
+                target: None,
+            }],
             ..Default::default()
         };
         assert_eq!(Txn::try_from(r).unwrap_err().field, "compare.target");

@@ -14,7 +14,9 @@ pub const LEADER_ID: &str = "reprise-leader-id";
 /// Builds the not-leader status.
 pub fn not_leader(leader: Option<(u64, &str)>) -> Status {
     let mut status = match leader {
-        Some((id, addr)) => Status::unavailable(format!("not the leader; leader is node {id} at {addr}")),
+        Some((id, addr)) => {
+            Status::unavailable(format!("not the leader; leader is node {id} at {addr}"))
+        }
         None => Status::unavailable("no leader elected yet"),
     };
     let md = status.metadata_mut();
@@ -32,5 +34,9 @@ pub fn not_leader(leader: Option<(u64, &str)>) -> Status {
 pub fn parse_not_leader(status: &Status) -> Option<Option<String>> {
     let md = status.metadata();
     md.get(NOT_LEADER)?;
-    Some(md.get(LEADER_ADDR).and_then(|v| v.to_str().ok()).map(str::to_string))
+    Some(
+        md.get(LEADER_ADDR)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    )
 }

@@ -58,7 +58,14 @@ pub fn fault_tolerance<'a>(voter_sites: impl IntoIterator<Item = &'a str>) -> Fa
             "cannot survive the loss of site {site}: it holds {n} of {voters} voters and a quorum needs {quorum}"
         ));
     }
-    FaultTolerance { voters, quorum, nodes, sites, voters_per_site: per_site, warnings }
+    FaultTolerance {
+        voters,
+        quorum,
+        nodes,
+        sites,
+        voters_per_site: per_site,
+        warnings,
+    }
 }
 
 #[cfg(test)]

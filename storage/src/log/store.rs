@@ -63,7 +63,12 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -101,7 +106,10 @@ impl LogStore {
             .map_err(LogOpenError::Thread)?;
         Ok(LogStore {
             reader: LogReader {
-                inner: Arc::new(Mutex::new(Inner { entries, last_purged })),
+                inner: Arc::new(Mutex::new(Inner {
+                    entries,
+                    last_purged,
+                })),
             },
             dir: dir.to_path_buf(),
             vote,
@@ -175,11 +183,17 @@ impl Drop for LogStore {
     }
 }
 
-fn decode_file<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>, LogOpenError> {
+fn decode_file<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+) -> Result<Option<T>, LogOpenError> {
     let Some(bytes) = read_checked(dir, name)? else {
         return Ok(None);
     };
-    let bad = |reason: String| LogOpenError::Decode { index: 0, reason: format!("{name} file: {reason}") };
+    let bad = |reason: String| LogOpenError::Decode {
+        index: 0,
+        reason: format!("{name} file: {reason}"),
+    };
     match postcard::take_from_bytes::<T>(&bytes) {
         Ok((value, [])) => Ok(Some(value)),
         Ok((_, rest)) => Err(bad(format!("{} unexpected trailing bytes", rest.len()))),
@@ -236,7 +250,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.vote)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), RaftStorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -247,7 +265,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         drop(self.reader.lock().entries.split_off(&log_id.index));
-        self.request(|done| WriterRequest::Truncate { index: log_id.index, done }).await
+        self.request(|done| WriterRequest::Truncate {
+            index: log_id.index,
+            done,
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
@@ -258,7 +280,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             inner.last_purged = Some(log_id);
         }
         let purged_record = postcard::to_allocvec(&log_id).map_err(encode_err)?;
-        self.request(|done| WriterRequest::Purge { index: log_id.index, purged_record, done })
-            .await
+        self.request(|done| WriterRequest::Purge {
+            index: log_id.index,
+            purged_record,
+            done,
+        })
+        .await
     }
 }

@@ -50,7 +50,15 @@ pub fn spawn(
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("raft-log-writer".into())
-        .spawn(move || Writer { log, dir, failed: None, syncs }.run(rx))
+        .spawn(move || {
+            Writer {
+                log,
+                dir,
+                failed: None,
+                syncs,
+            }
+            .run(rx)
+        })
 }
 
 struct Writer {
@@ -111,7 +119,11 @@ impl Writer {
                 });
                 let _ = done.send(r);
             }
-            WriterRequest::Purge { index, purged_record, done } => {
+            WriterRequest::Purge {
+                index,
+                purged_record,
+                done,
+            } => {
                 let r = self.check().and_then(|()| {
                     let r = write_atomic(&self.dir, PURGED_FILE, &purged_record)
                         .map_err(io::Error::other)

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{SnapshotHeader, SnapshotReader, SnapshotWriter};
 use crate::error::SnapshotError;
+use crate::error::StateMachineError;
 use crate::state_machine::keyspace::{user_key, DATA_PREFIX};
 use crate::state_machine::value::StoredValue;
 use crate::state_machine::view::KvView;
-use crate::error::StateMachineError;
 
 const SUFFIX: &str = ".snap";
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -75,8 +75,10 @@ impl SnapshotDir {
     /// A fresh path for a snapshot being written or received.
     pub fn partial_path(&self) -> PathBuf {
         let seq = self.partial_seq.fetch_add(1, Ordering::Relaxed);
-        self.dir
-            .join(format!("incoming-{}-{seq}{PARTIAL_SUFFIX}", std::process::id()))
+        self.dir.join(format!(
+            "incoming-{}-{seq}{PARTIAL_SUFFIX}",
+            std::process::id()
+        ))
     }
 
     fn final_path(&self, header: &SnapshotHeader) -> PathBuf {
@@ -85,7 +87,8 @@ impl SnapshotDir {
             .last_log_id
             .map(|l| (l.index, l.leader_id.term))
             .unwrap_or((0, 0));
-        self.dir.join(format!("snap-{index:020}-{term:020}{SUFFIX}"))
+        self.dir
+            .join(format!("snap-{index:020}-{term:020}{SUFFIX}"))
     }
 
     /// Writes the whole state visible in `view` as a snapshot with `header`. The caller
@@ -107,7 +110,11 @@ impl SnapshotDir {
 
     /// Moves a complete, fsynced partial file into place as the newest snapshot and removes
     /// the snapshots it supersedes.
-    pub fn accept(&self, partial: &Path, header: SnapshotHeader) -> Result<SnapshotFile, SnapshotError> {
+    pub fn accept(
+        &self,
+        partial: &Path,
+        header: SnapshotHeader,
+    ) -> Result<SnapshotFile, SnapshotError> {
         let path = self.final_path(&header);
         fs::rename(partial, &path).map_err(|e| SnapshotError::io(&path, e))?;
         sync_dir(&self.dir)?;

@@ -94,7 +94,8 @@ impl SnapshotWriter {
             .out
             .into_inner()
             .map_err(|e| SnapshotError::io(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| SnapshotError::io(&self.path, e))?;
+        file.sync_all()
+            .map_err(|e| SnapshotError::io(&self.path, e))?;
         Ok((keys, digest))
     }
 }
@@ -123,15 +124,24 @@ impl<R: Read> SnapshotReader<R> {
         let mut fixed = [0u8; 14];
         read_exact(path, &mut input, &mut fixed)?;
         if &fixed[0..4] != MAGIC {
-            return Err(SnapshotError::corrupt(path, "not a snapshot file (bad magic)"));
+            return Err(SnapshotError::corrupt(
+                path,
+                "not a snapshot file (bad magic)",
+            ));
         }
         let format = u16::from_le_bytes([fixed[4], fixed[5]]);
         if format != FORMAT_V1 {
-            return Err(SnapshotError::corrupt(path, format!("unknown format version {format}")));
+            return Err(SnapshotError::corrupt(
+                path,
+                format!("unknown format version {format}"),
+            ));
         }
         let len = u32_at(&fixed, 6) as usize;
         if len > SNAPSHOT_HEADER_BYTES_MAX {
-            return Err(SnapshotError::corrupt(path, format!("header of {len} bytes")));
+            return Err(SnapshotError::corrupt(
+                path,
+                format!("header of {len} bytes"),
+            ));
         }
         let mut body = vec![0u8; len];
         read_exact(path, &mut input, &mut body)?;
@@ -168,7 +178,10 @@ impl<R: Read> SnapshotReader<R> {
                 self.done = true;
                 Ok(None)
             }
-            other => Err(SnapshotError::corrupt(&self.path, format!("unknown record tag {other:#x}"))),
+            other => Err(SnapshotError::corrupt(
+                &self.path,
+                format!("unknown record tag {other:#x}"),
+            )),
         }
     }
 
@@ -177,12 +190,18 @@ impl<R: Read> SnapshotReader<R> {
         read_exact(&self.path, &mut self.input, &mut fixed)?;
         let (klen, vlen) = (u32_at(&fixed, 0) as usize, u32_at(&fixed, 4) as usize);
         if klen > KEY_BYTES_MAX || vlen > VALUE_RECORD_BYTES_MAX {
-            return Err(SnapshotError::corrupt(&self.path, "record length over limit"));
+            return Err(SnapshotError::corrupt(
+                &self.path,
+                "record length over limit",
+            ));
         }
         let mut buf = vec![0u8; klen + vlen];
         read_exact(&self.path, &mut self.input, &mut buf)?;
         if crc32c::crc32c(&buf) != u32_at(&fixed, 8) {
-            return Err(SnapshotError::corrupt(&self.path, "record checksum mismatch"));
+            return Err(SnapshotError::corrupt(
+                &self.path,
+                "record checksum mismatch",
+            ));
         }
         let value = StoredValue::decode(&buf[klen..])
             .map_err(|e| SnapshotError::corrupt(&self.path, e.to_string()))?;
@@ -195,7 +214,10 @@ impl<R: Read> SnapshotReader<R> {
         let mut tail = [0u8; 8 + 32 + 4];
         read_exact(&self.path, &mut self.input, &mut tail)?;
         if crc32c::crc32c(&tail[..40]) != u32_at(&tail, 40) {
-            return Err(SnapshotError::corrupt(&self.path, "trailer checksum mismatch"));
+            return Err(SnapshotError::corrupt(
+                &self.path,
+                "trailer checksum mismatch",
+            ));
         }
         let (keys, digest) = self.hasher.finish();
         if tail[..8] != keys.to_le_bytes() || tail[8..40] != digest {

@@ -231,7 +231,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Ok(h) if h.meta.last_log_id == meta.last_log_id => h,
                 Ok(_) => {
                     let _ = std::fs::remove_file(&partial);
-                    return Err(SnapshotError::corrupt(&partial, "header does not match the announced snapshot").into());
+                    return Err(SnapshotError::corrupt(
+                        &partial,
+                        "header does not match the announced snapshot",
+                    )
+                    .into());
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&partial);
@@ -246,7 +250,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(sm_err)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
         match self.snapshots.newest().map_err(read_err)? {
             Some(file) => Ok(Some(open_snapshot(file).await?)),
             None => Ok(None),
@@ -264,7 +270,9 @@ fn place_received(
 ) -> Result<PathBuf, StateMachineError> {
     if let Some(path) = receiving {
         if same_file(&received, &path) {
-            received.sync_all().map_err(|e| SnapshotError::io(&path, e))?;
+            received
+                .sync_all()
+                .map_err(|e| SnapshotError::io(&path, e))?;
             return Ok(path);
         }
         let _ = std::fs::remove_file(&path);

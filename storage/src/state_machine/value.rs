@@ -32,7 +32,12 @@ impl StoredValue {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.value.len());
         out.push(FORMAT_V1);
-        for n in [self.version, self.create_index, self.mod_index, self.mod_hlc] {
+        for n in [
+            self.version,
+            self.create_index,
+            self.mod_index,
+            self.mod_hlc,
+        ] {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.extend_from_slice(&self.value);

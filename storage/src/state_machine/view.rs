@@ -150,7 +150,8 @@ impl StateHasher {
         self.hasher.update(&(key.len() as u32).to_le_bytes());
         self.hasher.update(key);
         self.hasher.update(&value.version.to_le_bytes());
-        self.hasher.update(&(value.value.len() as u32).to_le_bytes());
+        self.hasher
+            .update(&(value.value.len() as u32).to_le_bytes());
         self.hasher.update(&value.value);
         self.keys += 1;
     }
