@@ -78,6 +78,20 @@ async fn add_node_at_new_site_and_remove_an_old_one_while_writing() {
     writer.wait_progress(50).await;
     tc.cluster.kill9(victim).expect("stop the removed node");
 
+    // Hand leadership to the new node while writes continue.
+    let moved = client
+        .call(Retry::OnlyIfNotApplied, |c| async move {
+            Client::admin(c)
+                .transfer_leader(apb::TransferLeaderRequest { to: 4 })
+                .await
+        })
+        .await
+        .expect("transfer leadership to node 4");
+    assert_eq!(moved.leader_id, 4);
+    println!("leadership moved to node 4 in {} ms", moved.took_ms);
+    assert_eq!(tc.leader().await, 4);
+    writer.wait_progress(50).await;
+
     let history = writer.stop().await;
     assert_no_lost_writes(&client, &history).await;
     tc.assert_converged().await;

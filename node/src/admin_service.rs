@@ -206,6 +206,26 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn transfer_leader(
+        &self,
+        req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let started = std::time::Instant::now();
+        let leader_id = crate::transfer::transfer_leader(&self.state, req.into_inner().to).await?;
+        Ok(Response::new(TransferLeaderResponse {
+            leader_id,
+            took_ms: started.elapsed().as_millis() as u64,
+        }))
+    }
+
+    async fn campaign(
+        &self,
+        req: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
+        crate::transfer::campaign(&self.state, req.into_inner().after_ms).await?;
+        Ok(Response::new(CampaignResponse {}))
+    }
+
     async fn checksum(
         &self,
         _req: Request<ChecksumRequest>,

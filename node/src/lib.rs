@@ -11,6 +11,7 @@ pub mod network;
 pub mod raft_service;
 pub mod server;
 pub mod state;
+pub mod transfer;
 
 /// The Raft instance of a node.
 pub type Raft = openraft::Raft<reprise_storage::TypeConfig>;

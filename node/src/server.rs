@@ -80,6 +80,7 @@ pub async fn run(
         raft: raft.clone(),
         view,
         hlc: Hlc::new(Arc::new(SystemClock::default())),
+        transferring: Default::default(),
     });
     let listener = TcpListener::bind(config.listen_addr)
         .await

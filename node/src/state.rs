@@ -2,12 +2,13 @@
 //! view of the state machine and the HLC; plus the mapping of openraft's "not leader"
 //! errors to the protocol's redirect answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use reprise_api::redirect::not_leader;
 use reprise_storage::command::{Command, CommandResponse, Operation};
-use reprise_storage::types::LogId;
+use reprise_storage::types::{LogId, StoredMembership};
 use reprise_storage::{KvView, Member, NodeId};
 use tonic::Status;
 
@@ -21,6 +22,8 @@ pub struct NodeState {
     pub raft: Raft,
     pub view: KvView,
     pub hlc: Hlc,
+    /// Set by the leader while it hands leadership over: writes are refused meanwhile.
+    pub transferring: AtomicBool,
 }
 
 /// A committed and applied write.
@@ -33,6 +36,9 @@ impl NodeState {
     /// Stamps `op` with the HLC and commits it through Raft (durable on a quorum, applied
     /// here) before returning.
     pub async fn write(self: &Arc<Self>, op: Operation) -> Result<Written, Status> {
+        if self.transferring.load(Ordering::Acquire) {
+            return Err(not_leader(None));
+        }
         let floor = self.view.last_hlc().map_err(internal)?;
         let cmd = Command {
             hlc: self.hlc.stamp(floor),
@@ -57,6 +63,19 @@ pub fn redirect(f: &ForwardToLeader<NodeId, Member>) -> Status {
     match (f.leader_id, &f.leader_node) {
         (Some(id), Some(node)) => not_leader(Some((id, &node.addr))),
         _ => not_leader(None),
+    }
+}
+
+/// The not-leader answer naming `leader` when the membership knows its address.
+pub fn redirect_to(leader: Option<NodeId>, membership: &StoredMembership) -> Status {
+    match leader.and_then(|id| {
+        membership
+            .membership()
+            .get_node(&id)
+            .map(|n| (id, n.addr.clone()))
+    }) {
+        Some((id, addr)) => not_leader(Some((id, &addr))),
+        None => not_leader(None),
     }
 }
 

@@ -47,6 +47,11 @@ pub enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Hand leadership to node ID (a caught-up voter), e.g. before maintenance on a site.
+    TransferLeader {
+        #[arg(long)]
+        to: u64,
+    },
     /// Local clusters of processes on 127.0.0.1.
     Local {
         #[command(subcommand)]
@@ -364,6 +369,27 @@ pub async fn run(cmd: ClusterCommand, global: &Global) -> CliResult {
             })
             .await?;
             print_membership(&resp, global.output)
+        }
+        ClusterCommand::TransferLeader { to } => {
+            let client = global.client()?;
+            let resp = on_leader(&client, |c| async move {
+                Client::admin(c)
+                    .transfer_leader(apb::TransferLeaderRequest { to })
+                    .await
+            })
+            .await?;
+            match global.output {
+                Format::Json => print_json(
+                    &serde_json::json!({"leader": resp.leader_id, "took_ms": resp.took_ms}),
+                ),
+                Format::Table => {
+                    println!(
+                        "leader is now node {} (transfer took {} ms)",
+                        resp.leader_id, resp.took_ms
+                    );
+                    Ok(())
+                }
+            }
         }
         ClusterCommand::Local { .. } => Ok(()),
     }

@@ -198,21 +198,25 @@ pub struct LocalCluster {
     pub dir: PathBuf,
     pub file: ClusterFile,
     pub children: BTreeMap<u64, Child>,
+    /// TOML appended to every node config (also to nodes added later).
+    pub extra_config: String,
 }
 
 /// Starts `sites` × `per_site` nodes under `dir` with this very binary.
 pub async fn up(dir: &Path, sites: u32, per_site: u32) -> anyhow::Result<LocalCluster> {
     let exe = std::env::current_exe().context("locate the reprise binary")?;
-    up_with(&exe, dir, sites, per_site).await
+    up_with(&exe, dir, sites, per_site, "").await
 }
 
 /// Starts `sites` × `per_site` nodes under `dir` running `exe`, initializes the cluster,
-/// waits for a committed write, and writes `cluster.json`.
+/// waits for a committed write, and writes `cluster.json`. `extra_config` is TOML appended
+/// to every node's config (for example a `[raft]` table).
 pub async fn up_with(
     exe: &Path,
     dir: &Path,
     sites: u32,
     per_site: u32,
+    extra_config: &str,
 ) -> anyhow::Result<LocalCluster> {
     if sites == 0 || per_site == 0 {
         bail!("--sites and --nodes-per-site must be at least 1");
@@ -245,7 +249,10 @@ pub async fn up_with(
     let mut children = BTreeMap::new();
     let planned = nodes.clone();
     for node in nodes.iter_mut() {
-        fs::write(&node.config, node_config(node, &site_names, &planned))?;
+        fs::write(
+            &node.config,
+            format!("{}{extra_config}", node_config(node, &site_names, &planned)),
+        )?;
         let child = spawn_node(exe, node)?;
         node.pid = child.id();
         children.insert(node.id, child);
@@ -259,6 +266,7 @@ pub async fn up_with(
         dir: dir.clone(),
         file,
         children,
+        extra_config: extra_config.to_string(),
     };
     cluster.file.write(&dir)?;
     if let Err(e) = cluster.bootstrap().await {
@@ -358,7 +366,10 @@ impl LocalCluster {
         sites.push(site.to_string());
         sites.sort();
         sites.dedup();
-        fs::write(&node.config, node_config(&node, &sites, &[]))?;
+        fs::write(
+            &node.config,
+            format!("{}{}", node_config(&node, &sites, &[]), self.extra_config),
+        )?;
         let mut child = spawn_node(&self.exe, &node)?;
         node.pid = child.id();
         wait_serving(&node, &mut child, Duration::from_secs(30)).await?;

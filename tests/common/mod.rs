@@ -27,8 +27,13 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub async fn start(sites: u32, per_site: u32) -> TestCluster {
+        Self::start_with(sites, per_site, "").await
+    }
+
+    /// Like `start`, with TOML appended to every node's config.
+    pub async fn start_with(sites: u32, per_site: u32, extra_config: &str) -> TestCluster {
         let dir = TempDir::new().expect("temp dir");
-        let cluster = local::up_with(&exe(), dir.path(), sites, per_site)
+        let cluster = local::up_with(&exe(), dir.path(), sites, per_site, extra_config)
             .await
             .expect("cluster up");
         TestCluster { cluster, dir }

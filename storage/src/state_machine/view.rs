@@ -10,6 +10,9 @@ use super::value::StoredValue;
 use crate::error::StateMachineError;
 use crate::types::LogId;
 
+/// Attempts at a checksum that no concurrent apply disturbed.
+const CHECKSUM_ATTEMPTS_MAX: usize = 20;
+
 /// Read handle on the state machine's tree.
 #[derive(Clone)]
 pub struct KvView {
@@ -112,9 +115,9 @@ impl KvView {
     }
 
     /// Checksum of the whole user state, consistent with the applied index it reports:
-    /// retried until no apply happened while it was computed.
+    /// retried until no apply happened while it was computed (a bounded number of times).
     pub fn checksum(&self) -> Result<StateChecksum, StateMachineError> {
-        loop {
+        for _ in 0..CHECKSUM_ATTEMPTS_MAX {
             let before = self.applied()?;
             let (keys, digest) = self.digest_once()?;
             if self.applied()? == before {
@@ -125,6 +128,10 @@ impl KvView {
                 });
             }
         }
+        Err(StateMachineError::Meta {
+            name: "checksum".into(),
+            reason: format!("state changed during each of {CHECKSUM_ATTEMPTS_MAX} attempts; retry when writes pause"),
+        })
     }
 
     fn digest_once(&self) -> Result<(u64, [u8; 32]), StateMachineError> {

@@ -1,0 +1,107 @@
+//! A follower that was down while the log moved past a snapshot and was purged can only
+//! catch up by receiving the snapshot over gRPC; it must, and end with the same state.
+//! Also: a node whose log is corrupt in the middle refuses to start and says where.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_no_lost_writes, wait_for, TestCluster, Writer};
+
+const SMALL_SNAPSHOTS: &str = "\n[raft]\nsnapshot_logs_since_last = 200\nlogs_kept_after_snapshot = 20\nsegment_bytes_max = 65536\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_follower_catches_up_by_snapshot() {
+    let mut tc = TestCluster::start_with(3, 1, SMALL_SNAPSHOTS).await;
+    let leader = tc.leader().await;
+    let follower = tc
+        .cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let client = tc.client();
+    let follower_last = client
+        .status_of(&tc.cluster.addr(follower).unwrap())
+        .await
+        .unwrap()
+        .last_log_index;
+    tc.cluster.kill9(follower).expect("kill follower");
+
+    let writer = Writer::start(&tc, "snap", 4);
+    let leader_addr = tc.cluster.addr(leader).unwrap();
+    wait_for(
+        "the leader to purge past the follower's log",
+        Duration::from_secs(60),
+        || async {
+            let s = client.status_of(&leader_addr).await.ok()?;
+            (s.purged_index > follower_last + 50).then_some(())
+        },
+    )
+    .await;
+
+    tc.cluster
+        .restart(follower)
+        .await
+        .expect("restart follower");
+    let follower_addr = tc.cluster.addr(follower).unwrap();
+    let status = wait_for(
+        "the follower to install a snapshot",
+        Duration::from_secs(60),
+        || async {
+            let s = client.status_of(&follower_addr).await.ok()?;
+            (s.snapshot_index > follower_last).then_some(s)
+        },
+    )
+    .await;
+    println!(
+        "follower {follower} installed a snapshot at index {} (its log ended at {follower_last})",
+        status.snapshot_index
+    );
+    writer.wait_progress(50).await;
+    let history = writer.stop().await;
+    assert_no_lost_writes(&client, &history).await;
+    tc.assert_converged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_with_corrupt_log_refuses_to_start_naming_file_and_offset() {
+    let mut tc = TestCluster::start(3, 1).await;
+    let writer = Writer::start(&tc, "corrupt", 2);
+    writer.wait_progress(100).await;
+    let victim = tc.cluster.running()[0];
+    tc.cluster.kill9(victim).expect("kill");
+    writer.stop().await;
+    let node = tc
+        .cluster
+        .file
+        .nodes
+        .iter()
+        .find(|n| n.id == victim)
+        .unwrap()
+        .clone();
+    let log_dir = node.data_dir.join("log");
+    let mut segs: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .collect();
+    segs.sort();
+    let seg = segs[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let out = std::process::Command::new(common::exe())
+        .args(["node", "start", "--config"])
+        .arg(&node.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&seg.display().to_string()) && err.contains("byte"),
+        "must name file and offset: {err}"
+    );
+}
