@@ -91,6 +91,21 @@ async fn exit_codes_and_bad_input() {
         "hello from stdin"
     );
 
+    // A stale read says which applied index it observed and that it was not linearizable.
+    // The contacted node may lag by a heartbeat, so wait for it to have applied the put.
+    let v = common::wait_for(
+        "a stale read to observe the put",
+        std::time::Duration::from_secs(10),
+        || async {
+            let stale = reprise(&eps, &["-o", "json", "kv", "get", "greeting", "--stale"]);
+            let v: serde_json::Value = serde_json::from_slice(&stale.stdout).ok()?;
+            (v["kv"]["value"] == "hello from stdin").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(v["linearizable"], false, "{v}");
+    assert!(v["applied_index"].as_u64().is_some_and(|i| i > 0), "{v}");
+
     // CAS: a failed comparison is "not applied" (exit 1), not an error, and changes nothing.
     assert_one_line_error(
         &reprise(

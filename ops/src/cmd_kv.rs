@@ -155,7 +155,15 @@ pub async fn run(cmd: KvCommand, global: &Global) -> CliResult {
                 .kv
                 .ok_or_else(|| CliError::NotFound(format!("key {key:?} not found")))?;
             match format {
-                Format::Json => print_json(&KvOut::from(kv)),
+                Format::Json => {
+                    let h = resp.header.unwrap_or_default();
+                    print_json(&serde_json::json!({
+                        "kv": KvOut::from(kv),
+                        "applied_index": h.applied_index,
+                        "served_by": h.served_by,
+                        "linearizable": h.linearizable,
+                    }))
+                }
                 Format::Table => {
                     use std::io::Write;
                     let mut stdout = std::io::stdout();
