@@ -90,7 +90,7 @@ impl<'a> ApplyBatch<'a> {
     fn current(&self, key: &[u8]) -> Result<Option<StoredValue>, StateMachineError> {
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
-            None => self.view.get(key),
+            None => self.view.get_unguarded(key),
         }
     }
 
@@ -156,6 +156,7 @@ impl<'a> ApplyBatch<'a> {
             batch.insert(META_MEMBERSHIP, encode_meta(m)?);
         }
         batch.insert(META_LAST_HLC, encode_meta(&self.last_hlc)?);
+        let _gate = self.view.write_gate();
         self.view.tree.apply_batch(batch)?;
         Ok(())
     }

@@ -42,7 +42,7 @@ impl StateMachineStore {
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
         let store = StateMachineStore {
             _db: db,
-            view: KvView { tree },
+            view: KvView::new(tree),
             snapshots: Arc::new(snapshots),
             receiving: None,
         };
@@ -86,6 +86,7 @@ pub fn verify_snapshot(path: &Path) -> Result<SnapshotHeader, StateMachineError>
 }
 
 fn fill_from_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, StateMachineError> {
+    let _gate = view.write_gate();
     view.tree.clear()?;
     let mut reader = SnapshotReader::open(path)?;
     let header = reader.header().clone();

@@ -1,7 +1,10 @@
 //! Read-only view of the state machine for the read path (get, scan) and for state
-//! checksums. Cheap to clone; reads go straight to sled and never block applies.
+//! checksums. Cheap to clone. sled iterators are not snapshots, so every read holds the
+//! shared side of the apply gate and every apply batch (and snapshot load) the exclusive
+//! side: a scan never observes half of a transaction or of a snapshot install.
 
 use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::de::DeserializeOwned;
 
@@ -10,13 +13,11 @@ use super::value::StoredValue;
 use crate::error::StateMachineError;
 use crate::types::LogId;
 
-/// Attempts at a checksum that no concurrent apply disturbed.
-const CHECKSUM_ATTEMPTS_MAX: usize = 20;
-
 /// Read handle on the state machine's tree.
 #[derive(Clone)]
 pub struct KvView {
     pub(crate) tree: sled::Tree,
+    gate: Arc<RwLock<()>>,
 }
 
 /// One key and its stored value, as returned by scans.
@@ -43,8 +44,28 @@ impl StateChecksum {
 }
 
 impl KvView {
+    pub(crate) fn new(tree: sled::Tree) -> Self {
+        KvView { tree, gate: Arc::new(RwLock::new(())) }
+    }
+
+    /// Shared side of the apply gate: held by reads.
+    fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exclusive side of the apply gate: held while a batch or snapshot is written.
+    pub(crate) fn write_gate(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Current value of `key`, or None when absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, StateMachineError> {
+        let _gate = self.read_gate();
+        self.get_unguarded(key)
+    }
+
+    /// `get` for callers that already hold the gate (the apply path).
+    pub(crate) fn get_unguarded(&self, key: &[u8]) -> Result<Option<StoredValue>, StateMachineError> {
         match self.tree.get(data_key(key))? {
             Some(raw) => Ok(Some(StoredValue::decode(&raw)?)),
             None => Ok(None),
@@ -67,6 +88,7 @@ impl KvView {
             },
         };
         let mut out = Vec::new();
+        let _gate = self.read_gate();
         for item in self.tree.range::<Vec<u8>, _>((lower, upper)).take(limit) {
             let (k, v) = item?;
             out.push(KeyValue {
@@ -114,33 +136,21 @@ impl KvView {
         }
     }
 
-    /// Checksum of the whole user state, consistent with the applied index it reports:
-    /// retried until no apply happened while it was computed (a bounded number of times).
+    /// Checksum of the whole user state and the applied index it corresponds to.
     pub fn checksum(&self) -> Result<StateChecksum, StateMachineError> {
-        for _ in 0..CHECKSUM_ATTEMPTS_MAX {
-            let before = self.applied()?;
-            let (keys, digest) = self.digest_once()?;
-            if self.applied()? == before {
-                return Ok(StateChecksum {
-                    applied_index: before.map(|l| l.index).unwrap_or(0),
-                    keys,
-                    digest,
-                });
-            }
-        }
-        Err(StateMachineError::Meta {
-            name: "checksum".into(),
-            reason: format!("state changed during each of {CHECKSUM_ATTEMPTS_MAX} attempts; retry when writes pause"),
-        })
-    }
-
-    fn digest_once(&self) -> Result<(u64, [u8; 32]), StateMachineError> {
+        let _gate = self.read_gate();
+        let applied = self.applied()?;
         let mut hasher = StateHasher::default();
         for item in self.tree.scan_prefix([DATA_PREFIX]) {
             let (k, v) = item?;
             hasher.push(user_key(&k), &StoredValue::decode(&v)?);
         }
-        Ok(hasher.finish())
+        let (keys, digest) = hasher.finish();
+        Ok(StateChecksum {
+            applied_index: applied.map(|l| l.index).unwrap_or(0),
+            keys,
+            digest,
+        })
     }
 }
 
