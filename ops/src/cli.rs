@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use reprise_api::{Client, ClientOptions};
 
 use crate::output::{CliError, CliResult, Format};
-use crate::{cmd_cluster, cmd_kv, cmd_node, demo, local};
+use crate::{cmd_cluster, cmd_kv, cmd_local, cmd_node, demo};
 
 /// Reprise: a multi-site replicated store that survives the loss of a datacenter.
 #[derive(Debug, Parser)]
@@ -107,7 +107,7 @@ fn run(cli: Cli) -> CliResult {
             Command::Node { .. } => Ok(()),
             Command::Cluster { command } => match command {
                 cmd_cluster::ClusterCommand::Local { command } => {
-                    local::run(command, &cli.global).await
+                    cmd_local::run(command, &cli.global).await
                 }
                 other => cmd_cluster::run(other, &cli.global).await,
             },

@@ -14,7 +14,7 @@ use reprise_node::NodeConfig;
 use serde::Serialize;
 
 use crate::cli::Global;
-use crate::local::LocalCommand;
+use crate::cmd_local::LocalCommand;
 use crate::output::{print_json, print_table, CliError, CliResult, Format};
 
 #[derive(Debug, Subcommand)]

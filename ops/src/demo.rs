@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::cmd_cluster::gather;
-use crate::local::{self, LocalCluster};
+use reprise_chaos::backend::local::LocalCluster;
+
+use crate::cmd_local::this_exe;
 use crate::output::{print_json, CliResult, Format};
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +58,7 @@ pub async fn failover(dir: PathBuf, keys: u32, format: Format) -> anyhow::Result
             dir.display()
         ),
     );
-    let mut cluster = local::up(&dir, 3, 1).await?;
+    let mut cluster = reprise_chaos::backend::local::up_with(&this_exe()?, &dir, 3, 1, "").await?;
     let result = run_failover(&mut cluster, keys, format).await;
     step(format, "stopping the cluster");
     cluster.stop_all();

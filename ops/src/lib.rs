@@ -5,7 +5,7 @@
 pub mod cli;
 pub mod cmd_cluster;
 pub mod cmd_kv;
+pub mod cmd_local;
 pub mod cmd_node;
 pub mod demo;
-pub mod local;
 pub mod output;

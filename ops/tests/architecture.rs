@@ -1,6 +1,6 @@
 //! Architecture invariants from ARCHITECTURE.md, checked on `cargo metadata`: storage and
-//! api are leaves, node never imports ops, storage never imports tonic, api never
-//! imports openraft or sled.
+//! api are leaves, node never imports ops or chaos, chaos never imports ops, storage never
+//! imports tonic, api never imports openraft or sled.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -58,7 +58,8 @@ fn dependency_direction_holds() {
                 "sled",
             ],
         ),
-        ("reprise-node", &["reprise-ops", "clap"]),
+        ("reprise-node", &["reprise-ops", "reprise-chaos", "clap"]),
+        ("reprise-chaos", &["reprise-ops", "clap"]),
     ];
     for (krate, banned) in forbidden {
         let have = deps

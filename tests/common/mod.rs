@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reprise_api::{Client, ClientError, ClientOptions};
-use reprise_ops::local::{self, LocalCluster};
+use reprise_chaos::backend::local::{self, LocalCluster};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 

@@ -45,7 +45,10 @@ impl StateChecksum {
 
 impl KvView {
     pub(crate) fn new(tree: sled::Tree) -> Self {
-        KvView { tree, gate: Arc::new(RwLock::new(())) }
+        KvView {
+            tree,
+            gate: Arc::new(RwLock::new(())),
+        }
     }
 
     /// Shared side of the apply gate: held by reads.
@@ -65,7 +68,10 @@ impl KvView {
     }
 
     /// `get` for callers that already hold the gate (the apply path).
-    pub(crate) fn get_unguarded(&self, key: &[u8]) -> Result<Option<StoredValue>, StateMachineError> {
+    pub(crate) fn get_unguarded(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<StoredValue>, StateMachineError> {
         match self.tree.get(data_key(key))? {
             Some(raw) => Ok(Some(StoredValue::decode(&raw)?)),
             None => Ok(None),
