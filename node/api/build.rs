@@ -2,7 +2,12 @@
 //! tonic client and server code.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/kv.proto", "proto/raft.proto", "proto/admin.proto"];
+    let protos = [
+        "proto/kv.proto",
+        "proto/raft.proto",
+        "proto/admin.proto",
+        "proto/backup.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -3,11 +3,14 @@
 //! and the hybrid logical clock that stamps every write.
 
 pub mod admin_service;
+pub mod backup_create;
+pub mod backup_service;
 pub mod config;
 pub mod convert;
 pub mod hlc;
 pub mod kv_service;
 pub mod network;
+pub mod planted;
 pub mod raft_service;
 pub mod server;
 pub mod state;

@@ -18,12 +18,16 @@ use crate::Raft;
 /// Shared state of a running node.
 pub struct NodeState {
     pub id: NodeId,
+    /// The node's data directory (log, state machine, snapshots, backup shards).
+    pub data_dir: std::path::PathBuf,
     pub member: Member,
     pub raft: Raft,
     pub view: KvView,
     pub hlc: Hlc,
     /// Set by the leader while it hands leadership over: writes are refused meanwhile.
     pub transferring: AtomicBool,
+    /// A deliberately broken behaviour for checker tests (see `planted`); None in production.
+    pub planted_bug: Option<crate::planted::PlantedBug>,
 }
 
 /// A committed and applied write.

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use reprise_api::{Client, ClientOptions};
 
 use crate::output::{CliError, CliResult, Format};
-use crate::{cmd_cluster, cmd_kv, cmd_local, cmd_node, demo};
+use crate::{cmd_backup, cmd_cluster, cmd_drill, cmd_kv, cmd_local, cmd_node, demo};
 
 /// Reprise: a multi-site replicated store that survives the loss of a datacenter.
 #[derive(Debug, Parser)]
@@ -63,6 +63,16 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd_kv::KvCommand,
     },
+    /// Erasure-coded backups across sites.
+    Backup {
+        #[command(subcommand)]
+        command: cmd_backup::BackupCommand,
+    },
+    /// Disaster drills: inject a fault on a scratch cluster, recover, check, measure.
+    Drill {
+        #[command(subcommand)]
+        command: cmd_drill::DrillCommand,
+    },
     /// Guided demonstrations on a scratch local cluster.
     Demo {
         #[command(subcommand)]
@@ -113,6 +123,8 @@ fn run(cli: Cli) -> CliResult {
             },
             Command::Kv { command } => cmd_kv::run(command, &cli.global).await,
             Command::Demo { command } => demo::run(command, &cli.global).await,
+            Command::Drill { command } => cmd_drill::run(command, &cli.global).await,
+            Command::Backup { command } => cmd_backup::run(command, &cli.global).await,
         }
     })
 }

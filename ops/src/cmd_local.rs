@@ -50,9 +50,13 @@ pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
             dir,
         } => {
             let started = Instant::now();
-            let mut cluster = local::up_with(&this_exe()?, &dir, sites, nodes_per_site, "")
-                .await
-                .map_err(anyhow::Error::from)?;
+            let mut cluster = local::up(
+                &this_exe()?,
+                &dir,
+                &local::LocalSpec::new(sites, nodes_per_site),
+            )
+            .await
+            .map_err(anyhow::Error::from)?;
             cluster.detach();
             let file = &cluster.file;
             match global.output {
@@ -114,8 +118,8 @@ pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
                     anyhow!("node {id} is already running (pid {})", file.nodes[idx].pid).into(),
                 );
             }
-            let mut child =
-                local::spawn_node(&this_exe()?, &file.nodes[idx]).map_err(anyhow::Error::from)?;
+            let mut child = local::spawn_node(&this_exe()?, &file.nodes[idx], &[])
+                .map_err(anyhow::Error::from)?;
             file.nodes[idx].pid = child.id();
             local::wait_serving(&file.nodes[idx], &mut child, Duration::from_secs(30))
                 .await

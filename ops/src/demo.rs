@@ -58,7 +58,12 @@ pub async fn failover(dir: PathBuf, keys: u32, format: Format) -> anyhow::Result
             dir.display()
         ),
     );
-    let mut cluster = reprise_chaos::backend::local::up_with(&this_exe()?, &dir, 3, 1, "").await?;
+    let mut cluster = reprise_chaos::backend::local::up(
+        &this_exe()?,
+        &dir,
+        &reprise_chaos::backend::local::LocalSpec::new(3, 1),
+    )
+    .await?;
     let result = run_failover(&mut cluster, keys, format).await;
     step(format, "stopping the cluster");
     cluster.stop_all();

@@ -3,7 +3,9 @@
 //! tolerance, key-value commands, and the failover demo.
 
 pub mod cli;
+pub mod cmd_backup;
 pub mod cmd_cluster;
+pub mod cmd_drill;
 pub mod cmd_kv;
 pub mod cmd_local;
 pub mod cmd_node;

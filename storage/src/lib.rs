@@ -3,6 +3,7 @@
 //! files. No gRPC, no CLI, no clock: the state machine only knows what the log tells it.
 
 pub mod atomic_file;
+pub mod backup;
 pub mod command;
 pub mod error;
 pub mod limits;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reprise_api::{Client, ClientError, ClientOptions};
-use reprise_chaos::backend::local::{self, LocalCluster};
+use reprise_chaos::backend::local::{self, LocalCluster, LocalSpec};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
@@ -32,8 +32,17 @@ impl TestCluster {
 
     /// Like `start`, with TOML appended to every node's config.
     pub async fn start_with(sites: u32, per_site: u32, extra_config: &str) -> TestCluster {
+        let spec = LocalSpec {
+            extra_config: extra_config.to_string(),
+            ..LocalSpec::new(sites, per_site)
+        };
+        Self::start_spec(&spec).await
+    }
+
+    /// Starts the cluster `spec` describes.
+    pub async fn start_spec(spec: &LocalSpec) -> TestCluster {
         let dir = TempDir::new().expect("temp dir");
-        let cluster = local::up_with(&exe(), dir.path(), sites, per_site, extra_config)
+        let cluster = local::up(&exe(), dir.path(), spec)
             .await
             .expect("cluster up");
         TestCluster { cluster, dir }

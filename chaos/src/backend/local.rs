@@ -161,7 +161,7 @@ fn node_config(node: &LocalNode, sites: &[String], all: &[LocalNode]) -> String 
 
 /// Starts the node process described by `node` with the `reprise` binary `exe`, in its
 /// own process group (a Ctrl-C on the caller's terminal does not reach it).
-pub fn spawn_node(exe: &Path, node: &LocalNode) -> Result<Child> {
+pub fn spawn_node(exe: &Path, node: &LocalNode, env: &[(String, String)]) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     let log = fs::OpenOptions::new()
         .create(true)
@@ -174,6 +174,7 @@ pub fn spawn_node(exe: &Path, node: &LocalNode) -> Result<Child> {
         .arg("start")
         .arg("--config")
         .arg(&node.config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -247,18 +248,37 @@ pub struct LocalCluster {
     pub children: BTreeMap<u64, Child>,
     /// TOML appended to every node config (also to nodes added later).
     pub extra_config: String,
+    /// Environment of every node process.
+    pub env: Vec<(String, String)>,
 }
 
-/// Starts `sites` × `per_site` nodes under `dir` running `exe`, initializes the cluster,
-/// waits for a committed write, and writes `cluster.json`. `extra_config` is TOML appended
-/// to every node's config (for example a `[raft]` table).
-pub async fn up_with(
-    exe: &Path,
-    dir: &Path,
-    sites: u32,
-    per_site: u32,
-    extra_config: &str,
-) -> Result<LocalCluster> {
+/// What to start.
+#[derive(Debug, Clone, Default)]
+pub struct LocalSpec {
+    pub sites: u32,
+    pub nodes_per_site: u32,
+    /// TOML appended to every node's config (for example a `[raft]` table).
+    pub extra_config: String,
+    /// Environment variables set on every node process.
+    pub env: Vec<(String, String)>,
+}
+
+impl LocalSpec {
+    /// `sites` × `nodes_per_site` nodes with default settings.
+    pub fn new(sites: u32, nodes_per_site: u32) -> Self {
+        LocalSpec {
+            sites,
+            nodes_per_site,
+            ..Default::default()
+        }
+    }
+}
+
+/// Starts the nodes of `spec` under `dir` running `exe`, initializes the cluster, waits
+/// for a committed write, and writes `cluster.json`.
+pub async fn up(exe: &Path, dir: &Path, spec: &LocalSpec) -> Result<LocalCluster> {
+    let (sites, per_site, extra_config) =
+        (spec.sites, spec.nodes_per_site, spec.extra_config.as_str());
     if sites == 0 || per_site == 0 {
         return Err(LocalError::Invalid(
             "--sites and --nodes-per-site must be at least 1".into(),
@@ -288,11 +308,12 @@ pub async fn up_with(
         },
         children: BTreeMap::new(),
         extra_config: extra_config.to_string(),
+        env: spec.env.clone(),
     };
     for mut node in nodes.clone() {
         let config = format!("{}{extra_config}", node_config(&node, &site_names, &nodes));
         fs::write(&node.config, config).map_err(io("write", &node.config))?;
-        let child = spawn_node(exe, &node)?;
+        let child = spawn_node(exe, &node, &spec.env)?;
         node.pid = child.id();
         cluster.children.insert(node.id, child);
         cluster.file.nodes.push(node);
@@ -402,7 +423,7 @@ impl LocalCluster {
             .iter()
             .position(|n| n.id == id)
             .ok_or(LocalError::UnknownNode(id))?;
-        let mut child = spawn_node(&self.exe, &self.file.nodes[idx])?;
+        let mut child = spawn_node(&self.exe, &self.file.nodes[idx], &self.env)?;
         self.file.nodes[idx].pid = child.id();
         let served = wait_serving(&self.file.nodes[idx], &mut child, SERVE_DEADLINE).await;
         self.children.insert(id, child);
@@ -445,7 +466,7 @@ impl LocalCluster {
         sites.dedup();
         let config = format!("{}{}", node_config(&node, &sites, &[]), self.extra_config);
         fs::write(&node.config, config).map_err(io("write", &node.config))?;
-        let mut child = spawn_node(&self.exe, &node)?;
+        let mut child = spawn_node(&self.exe, &node, &self.env)?;
         node.pid = child.id();
         let served = wait_serving(&node, &mut child, SERVE_DEADLINE).await;
         self.children.insert(id, child);
@@ -528,4 +549,10 @@ pub fn down(dir: &Path) -> Result<Vec<(u64, u32)>> {
         let _ = kill(Pid::from_raw(n.pid as i32), Signal::SIGKILL);
     }
     Ok(running.iter().map(|n| (n.id, n.pid)).collect())
+}
+
+/// The kernel's state letter for `pid` (R, S, T for stopped, Z for zombie, …), if it exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
 }

@@ -21,6 +21,11 @@ use crate::pb::kv as kpb;
 use crate::pb::kv::kv_client::KvClient;
 use crate::redirect::parse_not_leader;
 
+/// HTTP/2 pings on idle connections, so a paused or vanished node is noticed quickly.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A ping unanswered this long closes the connection.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Timeouts and retry budget.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -151,6 +156,9 @@ impl Client {
             .connect_timeout(self.opts.connect_timeout)
             .timeout(self.opts.rpc_timeout)
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         channels.insert(endpoint.to_string(), channel.clone());
         Ok(channel)
@@ -166,6 +174,13 @@ impl Client {
             }
         };
         *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = idx;
+    }
+
+    fn prefer_next_after(&self, endpoint: &str) {
+        let eps = self.lock_endpoints();
+        if let Some(i) = eps.iter().position(|e| e == endpoint) {
+            *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = (i + 1) % eps.len();
+        }
     }
 
     fn current(&self, offset: usize) -> String {
@@ -209,6 +224,8 @@ impl Client {
                     {
                         offset += 1;
                     } else if retriable(&status) {
+                        // This node may be dead or paused: start the next call elsewhere.
+                        self.prefer_next_after(&endpoint);
                         return Err(ClientError::Indeterminate {
                             endpoint,
                             status: status.to_string(),

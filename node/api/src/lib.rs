@@ -23,6 +23,10 @@ pub mod pb {
     pub mod admin {
         tonic::include_proto!("reprise.admin.v1");
     }
+    /// Erasure-coded backups.
+    pub mod backup {
+        tonic::include_proto!("reprise.backup.v1");
+    }
 }
 
 pub use client::{Client, ClientError, ClientOptions};

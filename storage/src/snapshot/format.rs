@@ -247,3 +247,22 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
     b.copy_from_slice(&buf[at..at + 4]);
     u32::from_le_bytes(b)
 }
+
+/// Key count and state digest from the trailer of the complete snapshot file at `path`,
+/// without reading the records (the trailer's own checksum is verified).
+pub fn read_trailer(path: &Path) -> Result<(u64, [u8; 32]), SnapshotError> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path).map_err(|e| SnapshotError::io(path, e))?;
+    let mut tail = [0u8; 1 + 8 + 32 + 4];
+    file.seek(SeekFrom::End(-(tail.len() as i64)))
+        .map_err(|e| SnapshotError::io(path, e))?;
+    read_exact(path, &mut file, &mut tail)?;
+    if tail[0] != TAG_TRAILER || crc32c::crc32c(&tail[1..41]) != u32_at(&tail, 41) {
+        return Err(SnapshotError::corrupt(path, "trailer missing or damaged"));
+    }
+    let mut keys = [0u8; 8];
+    keys.copy_from_slice(&tail[1..9]);
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&tail[9..41]);
+    Ok((u64::from_le_bytes(keys), digest))
+}

@@ -1,0 +1,207 @@
+//! Drills: start a scratch local cluster, run the workloads, inject the scenario's faults
+//! (verifying each happened), execute the recovery steps, run every checker, measure RTO
+//! and RPO, and return the report.
+
+pub mod report;
+pub mod scenario;
+mod steps;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reprise_api::{Client, ClientOptions};
+use thiserror::Error;
+
+pub use self::report::DrillReport;
+use self::report::{Event, FaultRecord};
+pub use self::scenario::Scenario;
+use crate::backend::local::{self, LocalCluster, LocalError, LocalSpec};
+use crate::checker;
+use crate::recorder::Recorder;
+use crate::workload::{bank, register, set, StopFlag};
+
+/// Why a drill could not run to a report.
+#[derive(Debug, Error)]
+pub enum DrillError {
+    #[error(transparent)]
+    Backend(#[from] LocalError),
+    #[error("client: {0}")]
+    Client(#[from] reprise_api::ClientError),
+    #[error("{0}")]
+    Stuck(String),
+}
+
+/// How to run a drill.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub scenario: Scenario,
+    pub seed: u64,
+    /// The `reprise` binary the nodes run.
+    pub exe: PathBuf,
+    /// Scratch directory for the cluster.
+    pub dir: PathBuf,
+    pub nodes_per_site: u32,
+    /// Acknowledged operations before the fault, and again after recovery.
+    pub ops_per_phase: u64,
+    /// Environment of the node processes (planted bugs in checker tests).
+    pub node_env: Vec<(String, String)>,
+}
+
+const SITES: u32 = 3;
+const REGISTER_KEYS: u32 = 6;
+const ACCOUNTS: u32 = 8;
+const PHASE_DEADLINE: Duration = Duration::from_secs(60);
+const LINEARIZABILITY_BUDGET: Duration = Duration::from_secs(60);
+
+/// A running drill: the cluster, the workloads and what has been recorded.
+pub(crate) struct Run<'a> {
+    pub cluster: LocalCluster,
+    pub recorder: Arc<Recorder>,
+    pub faults: Vec<FaultRecord>,
+    pub timeline: Vec<Event>,
+    pub progress: &'a (dyn Fn(&str) + Sync),
+}
+
+impl Run<'_> {
+    pub(crate) fn event(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        let at_ms = self.recorder.now_ns() / 1_000_000;
+        (self.progress)(&format!("[{:>6} ms] {what}", at_ms));
+        self.timeline.push(Event { at_ms, what });
+    }
+
+    /// Waits until `n` more operations were acknowledged, reporting progress.
+    pub(crate) async fn run_ops(&mut self, n: u64) -> Result<(), DrillError> {
+        let target = self.recorder.counts().ok + n;
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        while self.recorder.counts().ok < target {
+            if started.elapsed() > PHASE_DEADLINE {
+                return Err(DrillError::Stuck(format!(
+                    "fewer than {n} operations acknowledged within {PHASE_DEADLINE:?}"
+                )));
+            }
+            if last_report.elapsed() > Duration::from_secs(1) {
+                let c = self.recorder.counts();
+                (self.progress)(&format!(
+                    "         ops: {} ok, {} failed, {} unknown",
+                    c.ok, c.failed, c.unknown
+                ));
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+fn clients(cluster: &LocalCluster, n: usize) -> Result<Vec<Arc<Client>>, DrillError> {
+    let eps: Vec<String> = cluster.file.nodes.iter().map(|n| n.addr.clone()).collect();
+    // Short per-request timeouts: a paused node must not stall a workload process for long.
+    let opts = ClientOptions {
+        deadline: Duration::from_secs(5),
+        rpc_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    (0..n)
+        .map(|_| Ok(Arc::new(Client::new(&eps, opts.clone())?)))
+        .collect()
+}
+
+/// Runs one drill to its report. The cluster is stopped whatever happens.
+pub async fn run(
+    opts: &DrillOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<DrillReport, DrillError> {
+    let spec = LocalSpec {
+        env: opts.node_env.clone(),
+        ..LocalSpec::new(SITES, opts.nodes_per_site)
+    };
+    progress(&format!(
+        "starting a local cluster: {SITES} sites x {} nodes in {}",
+        opts.nodes_per_site,
+        opts.dir.display()
+    ));
+    let cluster = local::up(&opts.exe, &opts.dir, &spec).await?;
+    let recorder = Arc::new(Recorder::default());
+    let mut run = Run {
+        cluster,
+        recorder: recorder.clone(),
+        faults: Vec::new(),
+        timeline: Vec::new(),
+        progress,
+    };
+    let setup = run.cluster.client()?;
+    bank::open_accounts(&setup, ACCOUNTS).await?;
+    let stop = StopFlag::default();
+    let set_log = Arc::new(Mutex::new(set::SetLog::default()));
+    let bank_reads = Arc::new(Mutex::new(Vec::new()));
+    let reg = register::RegisterConfig::new(REGISTER_KEYS, 4, opts.seed);
+    let mut tasks = register::spawn(
+        clients(&run.cluster, 4)?,
+        reg,
+        recorder.clone(),
+        stop.clone(),
+    );
+    tasks.extend(set::spawn(
+        clients(&run.cluster, 2)?,
+        2,
+        recorder.clone(),
+        set_log.clone(),
+        stop.clone(),
+    ));
+    tasks.extend(bank::spawn(
+        clients(&run.cluster, 2)?,
+        ACCOUNTS,
+        2,
+        opts.seed,
+        recorder.clone(),
+        bank_reads.clone(),
+        stop.clone(),
+    ));
+    run.event("workloads started: registers x4, set x2, bank x2");
+
+    let outcome = steps::fault_and_recover(&mut run, opts).await;
+    stop.stop();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let rto_ms = outcome?;
+    run.event("workloads stopped; final reads and checks");
+
+    let client = run.cluster.client()?;
+    register::final_reads(&client, reg, &recorder).await;
+    let present = set::read_all(&client).await?;
+    let sums = steps::converged_checksums(&run.cluster).await?;
+    let set_log = set_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let bank_reads = bank_reads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let ops = recorder.ops();
+    let checkers = vec![
+        checker::registers::check(&ops, register::PREFIX, LINEARIZABILITY_BUDGET),
+        checker::set::check(&set_log, &present),
+        checker::bank::check(&bank_reads, ACCOUNTS),
+        checker::convergence::check(&sums),
+    ];
+    let rpo_writes_lost = checker::set::lost_count(&set_log, &present);
+    let passed = checkers.iter().all(|c| c.passed())
+        && run.faults.iter().all(|f| f.verified)
+        && !run.faults.is_empty()
+        && rto_ms.is_some()
+        && rpo_writes_lost == 0;
+    Ok(DrillReport {
+        scenario: opts.scenario.to_string(),
+        seed: opts.seed,
+        commit: env!("REPRISE_COMMIT").to_string(),
+        sites: SITES,
+        nodes_per_site: opts.nodes_per_site,
+        duration_ms: recorder.now_ns() / 1_000_000,
+        ops: recorder.counts(),
+        faults: run.faults.clone(),
+        timeline: run.timeline.clone(),
+        checkers,
+        rto_ms,
+        rpo_writes_lost,
+        passed,
+    })
+}

@@ -1,0 +1,93 @@
+//! The drill report: scenario, seed, commit, operations by outcome, faults injected (and
+//! whether each was verified to have happened), a timeline, checker verdicts, RTO and RPO.
+
+use serde::Serialize;
+
+use crate::checker::CheckerResult;
+use crate::recorder::OpCounts;
+
+/// One injected fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub kind: String,
+    pub target: String,
+    pub at_ms: u64,
+    /// The injector checked afterwards that the fault really happened.
+    pub verified: bool,
+}
+
+/// One line of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at_ms: u64,
+    pub what: String,
+}
+
+/// Everything a drill measured and concluded.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub scenario: String,
+    pub seed: u64,
+    pub commit: String,
+    pub sites: u32,
+    pub nodes_per_site: u32,
+    pub duration_ms: u64,
+    pub ops: OpCounts,
+    pub faults: Vec<FaultRecord>,
+    pub timeline: Vec<Event>,
+    pub checkers: Vec<CheckerResult>,
+    /// Fault → first acknowledged write invoked after it.
+    pub rto_ms: Option<u64>,
+    /// Acknowledged writes missing after recovery (0 unless quorum was lost).
+    pub rpo_writes_lost: usize,
+    /// Every fault verified, every checker passed, RTO measured, RPO 0.
+    pub passed: bool,
+}
+
+impl DrillReport {
+    /// Human summary, a few lines.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "drill {} (seed {}, commit {}): {}\n",
+            self.scenario,
+            self.seed,
+            self.commit,
+            if self.passed { "PASSED" } else { "FAILED" }
+        );
+        out.push_str(&format!(
+            "  operations: {} ok, {} failed, {} unknown in {:.1} s\n",
+            self.ops.ok,
+            self.ops.failed,
+            self.ops.unknown,
+            self.duration_ms as f64 / 1000.0
+        ));
+        for f in &self.faults {
+            out.push_str(&format!(
+                "  fault at {} ms: {} {} (verified: {})\n",
+                f.at_ms, f.kind, f.target, f.verified
+            ));
+        }
+        let rto = self
+            .rto_ms
+            .map(|r| format!("{r} ms"))
+            .unwrap_or_else(|| "not measured".into());
+        out.push_str(&format!(
+            "  RTO {rto}, RPO {} acknowledged writes lost\n",
+            self.rpo_writes_lost
+        ));
+        for c in &self.checkers {
+            let v = match &c.verdict {
+                crate::checker::Verdict::Pass => "pass".to_string(),
+                crate::checker::Verdict::Fail { details } => {
+                    format!("FAIL ({} findings)", details.len())
+                }
+                crate::checker::Verdict::Unknown { reason } => format!("unknown ({reason})"),
+            };
+            out.push_str(&format!(
+                "  checker {:<18} {v:<20} {}\n",
+                c.checker, c.summary
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,54 @@
+//! The drill scenarios and what each injects.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// A drill scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// kill -9 every node of the leader's site; recovery restarts them on their disks.
+    SiteLoss,
+    /// Site loss plus wiped disks; recovery replaces the site's nodes under new ids.
+    SiteFire,
+    /// SIGSTOP the leader beyond the election timeout, then SIGCONT it.
+    LeaderPause,
+}
+
+impl Scenario {
+    /// Every scenario, for help texts.
+    pub const ALL: [Scenario; 3] = [
+        Scenario::SiteLoss,
+        Scenario::SiteFire,
+        Scenario::LeaderPause,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::SiteLoss => "site-loss",
+            Scenario::SiteFire => "site-fire",
+            Scenario::LeaderPause => "leader-pause",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown scenario {s:?}; known: {}", known.join(", "))
+            })
+    }
+}

@@ -1,0 +1,260 @@
+//! The fault and recovery steps of each scenario, and the final convergence wait.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use reprise_api::client::Retry;
+use reprise_api::pb::admin as apb;
+use reprise_api::Client;
+
+use super::report::FaultRecord;
+use super::{DrillError, DrillOptions, Run, Scenario};
+use crate::backend::local::{self, LocalCluster};
+use crate::checker::convergence::NodeChecksum;
+
+const RTO_DEADLINE: Duration = Duration::from_secs(30);
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Warm up, inject the scenario's fault, measure RTO, recover, run again. Returns RTO.
+pub(crate) async fn fault_and_recover(
+    run: &mut Run<'_>,
+    opts: &DrillOptions,
+) -> Result<Option<u64>, DrillError> {
+    run.run_ops(opts.ops_per_phase).await?;
+    let leader = leader(&run.cluster).await?;
+    let site = run.cluster.file.node(leader)?.site.clone();
+    let victims: Vec<u64> = match opts.scenario {
+        Scenario::LeaderPause => vec![leader],
+        _ => run
+            .cluster
+            .file
+            .nodes
+            .iter()
+            .filter(|n| n.site == site && run.cluster.children.contains_key(&n.id))
+            .map(|n| n.id)
+            .collect(),
+    };
+    run.event(format!(
+        "leader is node {leader} in {site}; injecting {}",
+        opts.scenario
+    ));
+    let fault_ns = run.recorder.now_ns();
+    inject(run, opts.scenario, &site, &victims)?;
+    let rto = wait_rto(run, fault_ns).await;
+    match rto {
+        Some(ms) => run.event(format!(
+            "first acknowledged write {ms} ms after the fault (RTO)"
+        )),
+        None => run.event("no write was acknowledged after the fault"),
+    }
+    recover(run, opts.scenario, &site, &victims).await?;
+    run.run_ops(opts.ops_per_phase).await?;
+    Ok(rto)
+}
+
+fn inject(
+    run: &mut Run<'_>,
+    scenario: Scenario,
+    site: &str,
+    victims: &[u64],
+) -> Result<(), DrillError> {
+    let at_ms = run.recorder.now_ns() / 1_000_000;
+    match scenario {
+        Scenario::SiteLoss | Scenario::SiteFire => {
+            for v in victims {
+                run.cluster.kill9(*v)?;
+            }
+            let dead = victims.iter().all(|v| {
+                run.cluster
+                    .file
+                    .node(*v)
+                    .is_ok_and(|n| !local::is_our_process(n))
+            });
+            run.faults.push(FaultRecord {
+                kind: "kill -9 site".into(),
+                target: format!("{site} (nodes {victims:?})"),
+                at_ms,
+                verified: dead,
+            });
+            if scenario == Scenario::SiteFire {
+                for v in victims {
+                    run.cluster.wipe(*v)?;
+                }
+                let wiped = victims.iter().all(|v| {
+                    run.cluster
+                        .file
+                        .node(*v)
+                        .is_ok_and(|n| !n.data_dir.exists())
+                });
+                run.faults.push(FaultRecord {
+                    kind: "wipe disks".into(),
+                    target: format!("{site} (nodes {victims:?})"),
+                    at_ms,
+                    verified: wiped,
+                });
+            }
+        }
+        Scenario::LeaderPause => {
+            for v in victims {
+                run.cluster.signal(*v, Signal::SIGSTOP)?;
+            }
+            // Signal delivery is asynchronous: give the kernel a moment to stop them.
+            let started = Instant::now();
+            let is_stopped = |run: &Run<'_>| {
+                victims.iter().all(|v| {
+                    run.cluster
+                        .children
+                        .get(v)
+                        .and_then(|c| local::process_state(c.id()))
+                        == Some('T')
+                })
+            };
+            while !is_stopped(run) && started.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let stopped = is_stopped(run);
+            run.faults.push(FaultRecord {
+                kind: "SIGSTOP leader".into(),
+                target: format!("nodes {victims:?}"),
+                at_ms,
+                verified: stopped,
+            });
+        }
+    }
+    run.event(format!(
+        "fault injected: {}",
+        run.faults
+            .iter()
+            .map(|f| f.kind.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    ));
+    Ok(())
+}
+
+async fn wait_rto(run: &Run<'_>, fault_ns: u64) -> Option<u64> {
+    let started = Instant::now();
+    while started.elapsed() < RTO_DEADLINE {
+        if let Some(done) = run.recorder.first_ok_write_after(fault_ns) {
+            return Some((done - fault_ns) / 1_000_000);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+async fn recover(
+    run: &mut Run<'_>,
+    scenario: Scenario,
+    site: &str,
+    victims: &[u64],
+) -> Result<(), DrillError> {
+    match scenario {
+        Scenario::SiteLoss => {
+            for v in victims {
+                run.cluster.restart(*v).await?;
+            }
+            run.event(format!(
+                "recovery: restarted nodes {victims:?} on their disks"
+            ));
+        }
+        Scenario::SiteFire => replace_site(run, site, victims).await?,
+        Scenario::LeaderPause => {
+            for v in victims {
+                run.cluster.signal(*v, Signal::SIGCONT)?;
+            }
+            run.event(format!("recovery: resumed nodes {victims:?} (SIGCONT)"));
+        }
+    }
+    Ok(())
+}
+
+/// The site-fire runbook: a node whose disk is gone rejoins under a new id (learner, then
+/// voter), and the old id leaves the membership.
+async fn replace_site(run: &mut Run<'_>, site: &str, victims: &[u64]) -> Result<(), DrillError> {
+    let client = run.cluster.client()?;
+    for old in victims {
+        let new = run
+            .cluster
+            .file
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let node = run.cluster.spawn_new_node(new, site).await?;
+        let member = apb::MemberInfo {
+            id: new,
+            addr: node.addr.clone(),
+            site: site.to_string(),
+            zone: String::new(),
+            voter: true,
+        };
+        client
+            .call(Retry::OnlyIfNotApplied, |c| {
+                let req = apb::AddNodeRequest {
+                    member: Some(member.clone()),
+                    as_voter: true,
+                };
+                async move { Client::admin(c).add_node(req).await }
+            })
+            .await?;
+        let old = *old;
+        client
+            .call(Retry::OnlyIfNotApplied, |c| async move {
+                Client::admin(c)
+                    .remove_node(apb::RemoveNodeRequest { id: old })
+                    .await
+            })
+            .await?;
+        run.event(format!("recovery: node {old} replaced by node {new} in {site} (added as voter, old id removed)"));
+    }
+    Ok(())
+}
+
+async fn leader(cluster: &LocalCluster) -> Result<u64, DrillError> {
+    let client = cluster.client()?;
+    let started = Instant::now();
+    while started.elapsed() < RTO_DEADLINE {
+        for id in cluster.running() {
+            if let Ok(s) = client.status_of(&cluster.addr(id)?).await {
+                if s.role == "leader" {
+                    return Ok(s.id);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(DrillError::Stuck("no leader found".into()))
+}
+
+/// Commits a barrier, then waits until every running node applied the same index and
+/// returns their state checksums.
+pub(crate) async fn converged_checksums(
+    cluster: &LocalCluster,
+) -> Result<Vec<NodeChecksum>, DrillError> {
+    let client = cluster.client()?;
+    local::barrier(&client).await?;
+    let started = Instant::now();
+    loop {
+        let mut sums = Vec::new();
+        for id in cluster.running() {
+            if let Ok(s) = client.checksum_of(&cluster.addr(id)?).await {
+                sums.push(NodeChecksum {
+                    node: id,
+                    applied_index: s.applied_index,
+                    digest: s.digest,
+                });
+            }
+        }
+        let same = sums
+            .windows(2)
+            .all(|w| w[0].applied_index == w[1].applied_index);
+        if (same && sums.len() == cluster.running().len()) || started.elapsed() > CONVERGE_DEADLINE
+        {
+            return Ok(sums);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,172 @@
+//! The backup gRPC service: stores and serves shard files and manifests for this node's
+//! site, and (on the leader) creates backups.
+
+use std::sync::Arc;
+
+use reprise_api::pb::backup::backup_server::Backup;
+use reprise_api::pb::backup::*;
+use reprise_storage::backup::shard_store::{ShardStore, ShardStoreError};
+use tokio::io::AsyncReadExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::state::{internal, NodeState};
+
+/// Bytes per GetShards message.
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The `Backup` service of one node.
+pub struct BackupService {
+    pub state: Arc<NodeState>,
+}
+
+fn store_err(e: ShardStoreError) -> Status {
+    match e {
+        ShardStoreError::BadName(_) => Status::invalid_argument(e.to_string()),
+        other => internal(other),
+    }
+}
+
+fn shard_index(shard: u32) -> Result<u8, Status> {
+    u8::try_from(shard)
+        .map_err(|_| Status::invalid_argument(format!("shard index {shard} is over 255")))
+}
+
+impl BackupService {
+    fn store(&self) -> ShardStore {
+        ShardStore::new(&self.state.data_dir.join("backups"))
+    }
+}
+
+#[tonic::async_trait]
+impl Backup for BackupService {
+    async fn create_backup(
+        &self,
+        req: Request<CreateBackupRequest>,
+    ) -> Result<Response<BackupManifest>, Status> {
+        let manifest = crate::backup_create::create_backup(&self.state, req.into_inner()).await?;
+        Ok(Response::new(BackupManifest {
+            json: manifest.to_json(),
+        }))
+    }
+
+    async fn put_shards(
+        &self,
+        req: Request<Streaming<ShardChunk>>,
+    ) -> Result<Response<PutShardsResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty shard stream"))??;
+        let mut writer = self
+            .store()
+            .create_shard(&first.backup_id, first.object_id, shard_index(first.shard)?)
+            .map_err(store_err)?;
+        writer.write(&first.data).map_err(store_err)?;
+        while let Some(chunk) = stream.next().await {
+            writer.write(&chunk?.data).map_err(store_err)?;
+        }
+        let (bytes, crc32c) = tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .map_err(internal)?
+            .map_err(store_err)?;
+        Ok(Response::new(PutShardsResponse { bytes, crc32c }))
+    }
+
+    type GetShardsStream = ReceiverStream<Result<ShardChunk, Status>>;
+
+    async fn get_shards(
+        &self,
+        req: Request<GetShardsRequest>,
+    ) -> Result<Response<Self::GetShardsStream>, Status> {
+        let req = req.into_inner();
+        let path = self
+            .store()
+            .shard_path(&req.backup_id, req.object_id, shard_index(req.shard)?)
+            .map_err(store_err)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::not_found(format!("shard file {}: {e}", path.display())))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; READ_CHUNK_BYTES];
+            loop {
+                let n = match file.read(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!(
+                                "read {}: {e}",
+                                path.display()
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                let chunk = ShardChunk {
+                    backup_id: req.backup_id.clone(),
+                    object_id: req.object_id,
+                    shard: req.shard,
+                    data: buf[..n].to_vec(),
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn put_manifest(
+        &self,
+        req: Request<BackupManifest>,
+    ) -> Result<Response<PutManifestResponse>, Status> {
+        let json = req.into_inner().json;
+        let manifest = reprise_storage::backup::manifest::Manifest::from_json(&json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let store = self.store();
+        tokio::task::spawn_blocking(move || store.put_manifest(&manifest.backup_id, &json))
+            .await
+            .map_err(internal)?
+            .map_err(store_err)?;
+        Ok(Response::new(PutManifestResponse {}))
+    }
+
+    async fn list_backups(
+        &self,
+        _req: Request<ListBackupsRequest>,
+    ) -> Result<Response<ListBackupsResponse>, Status> {
+        let store = self.store();
+        let held = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (id, shards) in store.list()? {
+                let manifest_json = store.manifest(&id).ok().flatten().unwrap_or_default();
+                let shards = shards
+                    .into_iter()
+                    .map(|s| ShardFile {
+                        object_id: s.object_id,
+                        shard: u32::from(s.shard),
+                        bytes: s.bytes,
+                    })
+                    .collect();
+                out.push(HeldBackup {
+                    backup_id: id,
+                    manifest_json,
+                    shards,
+                });
+            }
+            Ok::<_, ShardStoreError>(out)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(store_err)?;
+        Ok(Response::new(ListBackupsResponse {
+            node_id: self.state.id,
+            site: self.state.member.site.clone(),
+            backups: held,
+        }))
+    }
+}

@@ -1,0 +1,376 @@
+//! `reprise backup create|list|verify`: erasure-coded backups across sites.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use clap::Subcommand;
+use reprise_api::client::Retry;
+use reprise_api::pb::backup::backup_client::BackupClient;
+use reprise_api::pb::backup::{
+    CreateBackupRequest, GetShardsRequest, ListBackupsRequest, ListBackupsResponse,
+};
+use reprise_api::Client;
+use reprise_storage::backup::manifest::Manifest;
+use reprise_storage::backup::reconstruct::{rebuild, Rebuilt};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tonic::transport::Channel;
+
+use crate::cli::Global;
+use crate::output::{print_json, print_table, CliError, CliResult, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Snapshot the state now and store it erasure-coded across sites.
+    Create {
+        /// Stripe size in bytes (default 4 MiB).
+        #[arg(long, default_value_t = 0)]
+        stripe_bytes: u32,
+        /// Data shards k (default: derived from the number of sites).
+        #[arg(long, default_value_t = 0)]
+        data_shards: u32,
+        /// Parity shards m (default: derived from the number of sites).
+        #[arg(long, default_value_t = 0)]
+        parity_shards: u32,
+    },
+    /// Backups, their size and instant, shards present per site, survivability.
+    List,
+    /// Read every shard, check checksums, rebuild, compare the state checksum.
+    Verify { id: String },
+}
+
+fn backup_client(c: Channel) -> BackupClient<Channel> {
+    BackupClient::new(c)
+        .max_decoding_message_size(reprise_api::limits::GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(reprise_api::limits::GRPC_MESSAGE_BYTES_MAX)
+}
+
+fn hlc_time(hlc: u64) -> String {
+    let ms = hlc >> 16;
+    format!("{}.{:03} s since the Unix epoch", ms / 1000, ms % 1000)
+}
+
+/// Runs a backup command.
+pub async fn run(cmd: BackupCommand, global: &Global) -> CliResult {
+    let client = global.client()?;
+    match cmd {
+        BackupCommand::Create {
+            stripe_bytes,
+            data_shards,
+            parity_shards,
+        } => {
+            if global.output == Format::Table {
+                eprintln!("creating a backup: snapshot, encode, store shards on every site...");
+            }
+            let started = Instant::now();
+            let req = CreateBackupRequest {
+                stripe_bytes,
+                data_shards,
+                parity_shards,
+            };
+            let resp = client
+                .call(Retry::Idempotent, |c| async move {
+                    backup_client(c).create_backup(req).await
+                })
+                .await?;
+            let manifest = Manifest::from_json(&resp.json).map_err(anyhow::Error::from)?;
+            let took = started.elapsed();
+            match global.output {
+                Format::Json => print_json(
+                    &serde_json::json!({ "manifest": manifest, "took_ms": took.as_millis() }),
+                ),
+                Format::Table => {
+                    print_manifest(&manifest);
+                    let bytes: u64 = manifest.objects.iter().map(|o| o.bytes).sum();
+                    println!(
+                        "took {:.2} s ({:.1} MB/s of state)",
+                        took.as_secs_f64(),
+                        bytes as f64 / 1e6 / took.as_secs_f64().max(1e-9)
+                    );
+                    Ok(())
+                }
+            }
+        }
+        BackupCommand::List => list(&client, global.output).await,
+        BackupCommand::Verify { id } => verify(&client, &id, global.output).await,
+    }
+}
+
+fn print_manifest(m: &Manifest) {
+    let bytes: u64 = m.objects.iter().map(|o| o.bytes).sum();
+    let stripes: u64 = m.objects.iter().map(|o| o.stripes).sum();
+    println!("backup {} of cluster {}", m.backup_id, m.cluster_name);
+    println!(
+        "  state at log index {} (term {}), hlc {}",
+        m.log_index,
+        m.term,
+        hlc_time(m.hlc)
+    );
+    println!(
+        "  {bytes} bytes in {stripes} stripes, {}+{} Reed-Solomon, stripe {} bytes",
+        m.data_shards, m.parity_shards, m.stripe_bytes
+    );
+    for s in &m.shards {
+        println!(
+            "  shard {} -> site {} (node {} at {}), {} bytes",
+            s.shard, s.site, s.node, s.addr, s.bytes
+        );
+    }
+    println!(
+        "  survives loss of any {} site(s)",
+        m.survivable_site_losses()
+    );
+}
+
+/// Every node's view of the backups it holds.
+async fn holdings(client: &Client) -> CliResult<Vec<ListBackupsResponse>> {
+    let status = crate::cmd_cluster::gather(client).await?;
+    let mut out = Vec::new();
+    for m in status.members.iter().filter(|m| m.reachable) {
+        let eps = [m.addr.clone()];
+        let one = Client::new(&eps, Default::default())?;
+        if let Ok(r) = one
+            .call(Retry::Idempotent, |c| async move {
+                backup_client(c).list_backups(ListBackupsRequest {}).await
+            })
+            .await
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct ListRow {
+    backup_id: String,
+    log_index: u64,
+    hlc: u64,
+    bytes: u64,
+    shards_present: usize,
+    shards_total: usize,
+    present_per_site: BTreeMap<String, usize>,
+    survives_site_losses: usize,
+}
+
+async fn list(client: &Client, format: Format) -> CliResult {
+    let mut manifests: BTreeMap<String, Manifest> = BTreeMap::new();
+    let mut present: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for node in holdings(client).await? {
+        for b in node.backups {
+            if let Ok(m) = Manifest::from_json(&b.manifest_json) {
+                manifests.entry(b.backup_id.clone()).or_insert(m);
+            }
+            *present
+                .entry(b.backup_id)
+                .or_default()
+                .entry(node.site.clone())
+                .or_default() += b.shards.len();
+        }
+    }
+    let rows: Vec<ListRow> = manifests
+        .values()
+        .map(|m| {
+            let per_site = present.get(&m.backup_id).cloned().unwrap_or_default();
+            ListRow {
+                backup_id: m.backup_id.clone(),
+                log_index: m.log_index,
+                hlc: m.hlc,
+                bytes: m.objects.iter().map(|o| o.bytes).sum(),
+                shards_present: per_site.values().sum(),
+                shards_total: m.shards.len(),
+                present_per_site: per_site,
+                survives_site_losses: m.survivable_site_losses(),
+            }
+        })
+        .collect();
+    match format {
+        Format::Json => print_json(&rows),
+        Format::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.backup_id.clone(),
+                        r.log_index.to_string(),
+                        hlc_time(r.hlc),
+                        r.bytes.to_string(),
+                        format!("{}/{}", r.shards_present, r.shards_total),
+                        r.present_per_site
+                            .iter()
+                            .map(|(s, n)| format!("{s}:{n}"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        format!("any {} site(s)", r.survives_site_losses),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "ID", "INDEX", "INSTANT", "BYTES", "SHARDS", "PER SITE", "SURVIVES",
+                ],
+                &table,
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn find_manifest(client: &Client, id: &str) -> CliResult<Manifest> {
+    for node in holdings(client).await? {
+        for b in node.backups {
+            if b.backup_id == id {
+                if let Ok(m) = Manifest::from_json(&b.manifest_json) {
+                    return Ok(m);
+                }
+            }
+        }
+    }
+    Err(CliError::NotFound(format!(
+        "no site holds a manifest for backup {id:?}"
+    )))
+}
+
+/// Downloads one shard file; None when the node or the file is unavailable.
+async fn fetch_shard(
+    addr: &str,
+    id: &str,
+    object_id: u64,
+    shard: u8,
+    into: &Path,
+) -> Option<PathBuf> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let req = GetShardsRequest {
+        backup_id: id.to_string(),
+        object_id,
+        shard: u32::from(shard),
+    };
+    let mut stream = backup_client(channel)
+        .get_shards(req)
+        .await
+        .ok()?
+        .into_inner();
+    let path = into.join(format!("obj-{object_id}.shard-{shard}"));
+    let mut file = tokio::fs::File::create(&path).await.ok()?;
+    while let Some(chunk) = stream.message().await.ok()? {
+        file.write_all(&chunk.data).await.ok()?;
+    }
+    file.flush().await.ok()?;
+    Some(path)
+}
+
+#[derive(Serialize)]
+struct VerifyOut<'a> {
+    backup_id: &'a str,
+    restorable: bool,
+    digest_matches: bool,
+    rebuilt: Option<&'a Rebuilt>,
+    error: Option<String>,
+    took_ms: u128,
+}
+
+async fn verify(client: &Client, id: &str, format: Format) -> CliResult {
+    let started = Instant::now();
+    let manifest = find_manifest(client, id).await?;
+    let scratch = tempdir()?;
+    let object = manifest
+        .objects
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("backup {id} lists no objects"))?;
+    let mut files = Vec::new();
+    for s in &manifest.shards {
+        files.push(fetch_shard(&s.addr, id, object.object_id, s.shard, &scratch).await);
+    }
+    let out_path = scratch.join("rebuilt.snap");
+    let (m, o) = (manifest.clone(), object.clone());
+    let result = tokio::task::spawn_blocking(move || rebuild(&m, &o, &files, &out_path))
+        .await
+        .context("rebuild task")?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (rebuilt, error) = match &result {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let out = VerifyOut {
+        backup_id: id,
+        restorable: rebuilt.is_some(),
+        digest_matches: rebuilt.is_some_and(|r| r.digest_matches),
+        rebuilt,
+        error,
+        took_ms: started.elapsed().as_millis(),
+    };
+    match format {
+        Format::Json => print_json(&out)?,
+        Format::Table => print_verify(&manifest, &out),
+    }
+    if out.restorable && out.digest_matches {
+        Ok(())
+    } else {
+        Err(CliError::NotApplied(format!(
+            "backup {id} is not restorable as recorded: {}",
+            out.error.unwrap_or_else(|| "state checksum differs".into())
+        )))
+    }
+}
+
+fn print_verify(manifest: &Manifest, out: &VerifyOut<'_>) {
+    println!(
+        "backup {}: {}",
+        out.backup_id,
+        if out.restorable && out.digest_matches {
+            "OK"
+        } else {
+            "NOT RESTORABLE"
+        }
+    );
+    if let Some(r) = out.rebuilt {
+        for h in &r.shards {
+            let site = manifest
+                .shards
+                .iter()
+                .find(|s| s.shard == h.shard)
+                .map(|s| s.site.as_str())
+                .unwrap_or("?");
+            let state = match (&h.problem, h.present) {
+                (_, false) => "missing".to_string(),
+                (Some(p), true) => format!("damaged: {p}"),
+                (None, true) => "ok".to_string(),
+            };
+            println!(
+                "  shard {} (site {site}): {state}, {}/{} stripes usable",
+                h.shard, h.good_records, r.stripes
+            );
+        }
+        println!(
+            "  rebuilt {} bytes, state checksum {} ({})",
+            r.bytes,
+            r.state_digest,
+            if r.digest_matches {
+                "matches the manifest"
+            } else {
+                "DIFFERS from the manifest"
+            }
+        );
+    }
+    if let Some(e) = &out.error {
+        println!("  {e}");
+    }
+    println!("  took {} ms", out.took_ms);
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "reprise-verify-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,204 @@
+//! Shard files and manifests kept by one node for its site: `DIR/<backup>/obj-<o>.shard-<i>`
+//! (a stream of shard records) and `DIR/<backup>/manifest` (checksummed atomic file).
+//! A shard file appears under its final name only once complete and fsynced.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::atomic_file::{read_checked, write_atomic, AtomicFileError};
+
+const MANIFEST_FILE: &str = "manifest";
+
+/// A shard-store failure.
+#[derive(Debug, Error)]
+pub enum ShardStoreError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] AtomicFileError),
+    #[error("invalid backup name {0:?}")]
+    BadName(String),
+}
+
+fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ShardStoreError + 'a {
+    move |source| ShardStoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A shard file this node holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldShard {
+    pub object_id: u64,
+    pub shard: u8,
+    pub bytes: u64,
+}
+
+/// The backups directory of one node.
+#[derive(Debug, Clone)]
+pub struct ShardStore {
+    dir: PathBuf,
+}
+
+/// A shard file being received.
+pub struct ShardWriter {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+    crc: u32,
+}
+
+fn check_name(backup_id: &str) -> Result<(), ShardStoreError> {
+    let ok = !backup_id.is_empty()
+        && backup_id.len() <= 128
+        && backup_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ShardStoreError::BadName(backup_id.to_string()))
+    }
+}
+
+impl ShardStore {
+    pub fn new(dir: &Path) -> Self {
+        ShardStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn backup_dir(&self, backup_id: &str) -> Result<PathBuf, ShardStoreError> {
+        check_name(backup_id)?;
+        Ok(self.dir.join(backup_id))
+    }
+
+    /// Path of a shard file.
+    pub fn shard_path(
+        &self,
+        backup_id: &str,
+        object_id: u64,
+        shard: u8,
+    ) -> Result<PathBuf, ShardStoreError> {
+        Ok(self
+            .backup_dir(backup_id)?
+            .join(format!("obj-{object_id}.shard-{shard}")))
+    }
+
+    /// Starts receiving a shard file.
+    pub fn create_shard(
+        &self,
+        backup_id: &str,
+        object_id: u64,
+        shard: u8,
+    ) -> Result<ShardWriter, ShardStoreError> {
+        let dir = self.backup_dir(backup_id)?;
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let path = self.shard_path(backup_id, object_id, shard)?;
+        let tmp = path.with_extension(format!("shard-{shard}.partial"));
+        let file = File::create(&tmp).map_err(io("create", &tmp))?;
+        Ok(ShardWriter {
+            tmp,
+            path,
+            file,
+            bytes: 0,
+            crc: 0,
+        })
+    }
+
+    /// Stores a manifest durably.
+    pub fn put_manifest(&self, backup_id: &str, json: &str) -> Result<(), ShardStoreError> {
+        let dir = self.backup_dir(backup_id)?;
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        Ok(write_atomic(&dir, MANIFEST_FILE, json.as_bytes())?)
+    }
+
+    /// The manifest of `backup_id`, if this node holds one.
+    pub fn manifest(&self, backup_id: &str) -> Result<Option<String>, ShardStoreError> {
+        let dir = self.backup_dir(backup_id)?;
+        Ok(read_checked(&dir, MANIFEST_FILE)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Backups this node holds anything of, with their complete shard files.
+    pub fn list(&self) -> Result<Vec<(String, Vec<HeldShard>)>, ShardStoreError> {
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(ShardStoreError::Io {
+                    what: "list",
+                    path: self.dir.clone(),
+                    source: e,
+                })
+            }
+        };
+        for entry in entries {
+            let entry = entry.map_err(io("list", &self.dir))?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if check_name(&id).is_err() || !entry.path().is_dir() {
+                continue;
+            }
+            out.push((id, held_shards(&entry.path())?));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+fn held_shards(dir: &Path) -> Result<Vec<HeldShard>, ShardStoreError> {
+    let mut shards = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io("list", dir))? {
+        let entry = entry.map_err(io("list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let parsed = name
+            .strip_prefix("obj-")
+            .and_then(|rest| rest.split_once(".shard-"))
+            .and_then(|(o, s)| Some((o.parse::<u64>().ok()?, s.parse::<u8>().ok()?)));
+        if let Some((object_id, shard)) = parsed {
+            let bytes = entry.metadata().map_err(io("stat", &entry.path()))?.len();
+            shards.push(HeldShard {
+                object_id,
+                shard,
+                bytes,
+            });
+        }
+    }
+    shards.sort_by_key(|s| (s.object_id, s.shard));
+    Ok(shards)
+}
+
+impl ShardWriter {
+    /// Appends received bytes.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ShardStoreError> {
+        self.file.write_all(data).map_err(io("write", &self.tmp))?;
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// fsyncs, renames into place, fsyncs the directory. Returns (bytes, crc32c).
+    pub fn finish(self) -> Result<(u64, u32), ShardStoreError> {
+        self.file.sync_all().map_err(io("fsync", &self.tmp))?;
+        fs::rename(&self.tmp, &self.path).map_err(io("rename", &self.tmp))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("fsync", dir))?;
+        }
+        Ok((self.bytes, self.crc))
+    }
+}
