@@ -275,8 +275,16 @@ struct VerifyOut<'a> {
     took_ms: u128,
 }
 
-async fn verify(client: &Client, id: &str, format: Format) -> CliResult {
-    let started = Instant::now();
+/// Fetches every shard of backup `id` and rebuilds its snapshot into `out` (nothing is
+/// left at `out` when the rebuild fails). Returns the manifest and the rebuild outcome.
+pub async fn fetch_and_rebuild(
+    client: &Client,
+    id: &str,
+    out: &Path,
+) -> CliResult<(
+    Manifest,
+    Result<Rebuilt, reprise_storage::backup::reconstruct::ReconstructError>,
+)> {
     let manifest = find_manifest(client, id).await?;
     let scratch = tempdir()?;
     let object = manifest
@@ -288,11 +296,34 @@ async fn verify(client: &Client, id: &str, format: Format) -> CliResult {
     for s in &manifest.shards {
         files.push(fetch_shard(&s.addr, id, object.object_id, s.shard, &scratch).await);
     }
-    let out_path = scratch.join("rebuilt.snap");
-    let (m, o) = (manifest.clone(), object.clone());
-    let result = tokio::task::spawn_blocking(move || rebuild(&m, &o, &files, &out_path))
+    let (m, o, out) = (manifest.clone(), object, out.to_path_buf());
+    let result = tokio::task::spawn_blocking(move || rebuild(&m, &o, &files, &out))
         .await
         .context("rebuild task")?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok((manifest, result))
+}
+
+/// The newest backup (highest log index) any site holds a manifest for.
+pub async fn latest_backup(client: &Client) -> CliResult<String> {
+    let mut best: Option<Manifest> = None;
+    for node in holdings(client).await? {
+        for b in node.backups {
+            if let Ok(m) = Manifest::from_json(&b.manifest_json) {
+                if best.as_ref().is_none_or(|x| m.log_index > x.log_index) {
+                    best = Some(m);
+                }
+            }
+        }
+    }
+    best.map(|m| m.backup_id)
+        .ok_or_else(|| CliError::NotFound("no backup found on any site".into()))
+}
+
+async fn verify(client: &Client, id: &str, format: Format) -> CliResult {
+    let started = Instant::now();
+    let scratch = tempdir()?;
+    let (manifest, result) = fetch_and_rebuild(client, id, &scratch.join("rebuilt.snap")).await?;
     let _ = std::fs::remove_dir_all(&scratch);
     let (rebuilt, error) = match &result {
         Ok(r) => (Some(r), None),
@@ -365,7 +396,8 @@ fn print_verify(manifest: &Manifest, out: &VerifyOut<'_>) {
     println!("  took {} ms", out.took_ms);
 }
 
-fn tempdir() -> anyhow::Result<PathBuf> {
+/// A fresh scratch directory.
+pub fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "reprise-verify-{}-{}",
         std::process::id(),

@@ -9,5 +9,6 @@ pub mod cmd_drill;
 pub mod cmd_kv;
 pub mod cmd_local;
 pub mod cmd_node;
+pub mod cmd_restore;
 pub mod demo;
 pub mod output;

@@ -585,3 +585,645 @@ impl ShardRecord {
         HEADER_BYTES + self.payload.len() + CRC_BYTES
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::{subsequence, Index};
+    use std::hint::black_box;
+    use std::io::Cursor;
+    use std::time::Instant;
+
+    const OBJECT: u64 = 0x5eed_0b1e;
+
+    fn pseudo_random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            out.extend_from_slice(&seed.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn all_present(records: &[ShardRecord]) -> Vec<Option<ShardRecord>> {
+        records.iter().cloned().map(Some).collect()
+    }
+
+    /// Every record present except those at `dropped`.
+    fn without(records: &[ShardRecord], dropped: &[u8]) -> Vec<Option<ShardRecord>> {
+        let mut shards = all_present(records);
+        for &index in dropped {
+            shards[usize::from(index)] = None;
+        }
+        shards
+    }
+
+    /// Only the records at `kept`.
+    fn only(records: &[ShardRecord], kept: &[u8]) -> Vec<Option<ShardRecord>> {
+        let dropped: Vec<u8> = (0..records.len() as u8)
+            .filter(|i| !kept.contains(i))
+            .collect();
+        without(records, &dropped)
+    }
+
+    fn serialize(record: &ShardRecord) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        record.write_to(&mut bytes).unwrap();
+        bytes
+    }
+
+    fn read_one(bytes: &[u8]) -> Result<Option<ShardRecord>, CodecError> {
+        ShardRecord::read_from(&mut Cursor::new(bytes))
+    }
+
+    fn corrupt_reason(result: Result<Option<ShardRecord>, CodecError>) -> String {
+        match result {
+            Err(CodecError::Corrupt { reason }) => reason,
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        k: u8,
+        m: u8,
+        stripe_bytes: u32,
+        data: Vec<u8>,
+        drop_m: Vec<u8>,
+        drop_m_plus_1: Vec<u8>,
+        flip_record: Index,
+        flip_in_header: bool,
+        flip_at: Index,
+        flip_mask: u8,
+    }
+
+    fn codec_case() -> impl Strategy<Value = Case> {
+        (1u8..=6, 1u8..=4, 0u32..=2048).prop_flat_map(|(k, m, extra)| {
+            let stripe_bytes = u32::from(k) + extra;
+            let indices: Vec<u8> = (0..k + m).collect();
+            (
+                vec(any::<u8>(), 1..=3 * stripe_bytes as usize),
+                subsequence(indices.clone(), usize::from(m)),
+                subsequence(indices, usize::from(m) + 1),
+                (any::<Index>(), any::<bool>(), any::<Index>(), 1u8..=255),
+            )
+                .prop_map(move |(data, drop_m, drop_m_plus_1, flip)| Case {
+                    k,
+                    m,
+                    stripe_bytes,
+                    data,
+                    drop_m,
+                    drop_m_plus_1,
+                    flip_record: flip.0,
+                    flip_in_header: flip.1,
+                    flip_at: flip.2,
+                    flip_mask: flip.3,
+                })
+        })
+    }
+
+    /// One stripe's data and the records it was encoded into.
+    type EncodedStripe = (Vec<u8>, Vec<ShardRecord>);
+
+    /// A named change to a record or header.
+    type Tweak<T> = (&'static str, fn(&mut T));
+
+    /// Encodes `case.data` stripe by stripe.
+    fn encode_case(case: &Case) -> (CodecParams, Vec<EncodedStripe>) {
+        let params = CodecParams::new(case.k, case.m, case.stripe_bytes).unwrap();
+        let stripes = case
+            .data
+            .chunks(case.stripe_bytes as usize)
+            .zip(0u64..)
+            .map(|(chunk, stripe)| {
+                let records = encode_stripe(&params, OBJECT, stripe, chunk).unwrap();
+                (chunk.to_vec(), records)
+            })
+            .collect();
+        (params, stripes)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn prop_any_m_losses_decode_and_m_plus_1_fail(case in codec_case()) {
+            let (params, stripes) = encode_case(&case);
+            let k = usize::from(case.k);
+            for (stripe, (chunk, records)) in (0u64..).zip(&stripes) {
+                prop_assert_eq!(records.len(), k + usize::from(case.m));
+                for record in records {
+                    prop_assert_eq!(record.payload.len(), chunk.len().div_ceil(k));
+                    prop_assert_eq!(record.stripe, stripe);
+                }
+                let decoded = decode_stripe(&params, without(records, &case.drop_m)).unwrap();
+                prop_assert_eq!(&decoded, chunk);
+                match decode_stripe(&params, without(records, &case.drop_m_plus_1)) {
+                    Err(CodecError::TooFewShards { stripe: s, have, need, missing }) => {
+                        // With k = 1 every shard is gone and nothing names the stripe.
+                        prop_assert_eq!(s, if k == 1 { 0 } else { stripe });
+                        prop_assert_eq!(have, k - 1);
+                        prop_assert_eq!(need, k);
+                        prop_assert_eq!(&missing, &case.drop_m_plus_1);
+                    }
+                    other => prop_assert!(false, "expected TooFewShards, got {:?}", other),
+                }
+            }
+        }
+
+        #[test]
+        fn prop_records_round_trip_and_flipped_byte_is_corrupt(case in codec_case()) {
+            let (_, stripes) = encode_case(&case);
+            let records: Vec<&ShardRecord> = stripes.iter().flat_map(|(_, r)| r).collect();
+            let mut stream = Vec::new();
+            for record in &records {
+                record.write_to(&mut stream).unwrap();
+            }
+            let mut reader = Cursor::new(&stream);
+            for record in &records {
+                let read = ShardRecord::read_from(&mut reader).unwrap();
+                prop_assert_eq!(read.as_ref(), Some(*record));
+            }
+            prop_assert!(ShardRecord::read_from(&mut reader).unwrap().is_none());
+
+            let record = records[case.flip_record.index(records.len())];
+            let mut bytes = serialize(record);
+            prop_assert_eq!(bytes.len(), record.encoded_len());
+            let at = if case.flip_in_header {
+                case.flip_at.index(HEADER_BYTES)
+            } else {
+                HEADER_BYTES + case.flip_at.index(bytes.len() - HEADER_BYTES)
+            };
+            bytes[at] ^= case.flip_mask;
+            let result = read_one(&bytes);
+            prop_assert!(
+                matches!(result, Err(CodecError::Corrupt { .. })),
+                "flip {:#04x} at byte {} of {}: {:?}", case.flip_mask, at, bytes.len(), result
+            );
+        }
+    }
+
+    #[test]
+    fn for_sites_splits_half_data_half_parity() {
+        for (sites, k, m) in [(2, 1, 1), (3, 2, 1), (4, 2, 2), (5, 3, 2), (255, 128, 127)] {
+            let params = CodecParams::for_sites(sites, 1 << 20).unwrap();
+            assert_eq!(
+                (params.data_shards, params.parity_shards),
+                (k, m),
+                "{sites}"
+            );
+            assert_eq!(params.total_shards(), sites);
+        }
+        for sites in [0, 1, 256, usize::MAX] {
+            let result = CodecParams::for_sites(sites, 1 << 20);
+            assert!(
+                matches!(result, Err(CodecError::InvalidParams(_))),
+                "{sites}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn new_rejects_bad_parameters() {
+        let max = STRIPE_BYTES_MAX;
+        for (k, m, bytes) in [
+            (0, 1, 16),
+            (1, 0, 16),
+            (200, 56, 4096),
+            (4, 2, 3),
+            (2, 1, max + 1),
+        ] {
+            let result = CodecParams::new(k, m, bytes);
+            assert!(
+                matches!(result, Err(CodecError::InvalidParams(_))),
+                "{k}+{m} {bytes}: {result:?}"
+            );
+        }
+        let edge = CodecParams::new(200, 55, max).unwrap();
+        assert_eq!(edge.total_shards(), 255);
+        assert_eq!(CodecParams::new(3, 2, 10).unwrap().shard_bytes(), 4);
+        assert_eq!(
+            CodecParams::new(1, 1, max).unwrap().shard_bytes(),
+            SHARD_BYTES_MAX
+        );
+    }
+
+    #[test]
+    fn hand_built_invalid_params_are_errors_not_panics() {
+        let params = CodecParams {
+            data_shards: 0,
+            parity_shards: 2,
+            stripe_bytes: 16,
+        };
+        assert_eq!(params.shard_bytes(), 0);
+        assert!(matches!(
+            encode_stripe(&params, 1, 0, b"abc"),
+            Err(CodecError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            decode_stripe(&params, vec![None, None]),
+            Err(CodecError::InvalidParams(_))
+        ));
+    }
+
+    #[test]
+    fn encode_rejects_empty_and_oversized_stripes() {
+        let params = CodecParams::new(2, 1, 8).unwrap();
+        for data in [&b""[..], &[7u8; 9][..]] {
+            let result = encode_stripe(&params, 1, 3, data);
+            assert!(
+                matches!(&result, Err(CodecError::InvalidParams(msg)) if msg.contains("stripe 3")),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_stripe_pads_with_zeros_and_decodes_exact_length() {
+        let params = CodecParams::new(4, 2, 64).unwrap();
+        let records = encode_stripe(&params, 1, 9, b"hello").unwrap();
+        let payloads: Vec<&[u8]> = records.iter().map(|r| &r.payload[..]).collect();
+        assert_eq!(&payloads[..4], &[&b"he"[..], b"ll", b"o\0", b"\0\0"]);
+        assert!(records.iter().all(|r| r.stripe_data_len == 5));
+        let decoded = decode_stripe(&params, without(&records, &[0, 2])).unwrap();
+        assert_eq!(decoded, b"hello");
+        // A vector shorter than k+m leaves the tail missing.
+        let mut shards = only(&records, &[0, 1, 2, 3]);
+        shards.truncate(4);
+        assert_eq!(decode_stripe(&params, shards).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn too_many_slots_is_an_error() {
+        let params = CodecParams::new(2, 1, 8).unwrap();
+        let records = encode_stripe(&params, 1, 0, b"abcd").unwrap();
+        let mut shards = all_present(&records);
+        shards.push(None);
+        let result = decode_stripe(&params, shards);
+        assert!(
+            matches!(&result, Err(CodecError::InvalidParams(msg)) if msg.contains("4 shard slots")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn no_shards_at_all_reports_every_index_missing() {
+        let params = CodecParams::new(2, 2, 8).unwrap();
+        match decode_stripe(&params, vec![None; 4]) {
+            Err(CodecError::TooFewShards {
+                stripe,
+                have,
+                need,
+                missing,
+            }) => {
+                assert_eq!((stripe, have, need), (0, 0, 2));
+                assert_eq!(missing, vec![0, 1, 2, 3]);
+            }
+            other => panic!("expected TooFewShards, got {other:?}"),
+        }
+    }
+
+    fn expect_too_few(result: Result<Vec<u8>, CodecError>, stripe: u64, missing: &[u8]) {
+        match result {
+            Err(CodecError::TooFewShards {
+                stripe: s,
+                missing: m,
+                ..
+            }) => {
+                assert_eq!(s, stripe);
+                assert_eq!(m, missing);
+            }
+            other => panic!("expected TooFewShards, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shard_from_other_stripe_or_object_at_right_index_is_missing() {
+        let params = CodecParams::new(3, 2, 1024).unwrap();
+        let data = pseudo_random_bytes(999, 1);
+        let genuine = encode_stripe(&params, OBJECT, 5, &data).unwrap();
+        let other_stripe = encode_stripe(&params, OBJECT, 6, &data).unwrap();
+        let other_object = encode_stripe(&params, OBJECT + 1, 5, &data).unwrap();
+        for foreign in [&other_stripe, &other_object] {
+            // k-1 genuine shards plus a foreign one at slot 4: not enough.
+            let mut shards = only(&genuine, &[0, 2]);
+            shards[4] = Some(foreign[4].clone());
+            expect_too_few(decode_stripe(&params, shards), 5, &[1, 3, 4]);
+            // k genuine shards plus a foreign one: the foreign one is ignored.
+            let mut shards = only(&genuine, &[0, 2, 3]);
+            shards[4] = Some(foreign[4].clone());
+            assert_eq!(decode_stripe(&params, shards).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn shard_with_disagreeing_metadata_is_missing() {
+        let params = CodecParams::new(3, 2, 1024).unwrap();
+        // 999 bytes: 333 per shard, so stripe_data_len 998 keeps the payload length.
+        let data = pseudo_random_bytes(999, 2);
+        let genuine = encode_stripe(&params, OBJECT, 5, &data).unwrap();
+        let tampers: [Tweak<ShardRecord>; 7] = [
+            ("object", |r| r.object_id += 1),
+            ("stripe", |r| r.stripe += 1),
+            ("k", |r| r.data_shards += 1),
+            ("m", |r| r.parity_shards += 1),
+            ("data len", |r| r.stripe_data_len -= 1),
+            ("payload len", |r| r.payload.push(0)),
+            ("shard index", |r| r.shard = 1),
+        ];
+        for (what, tamper) in tampers {
+            let mut shards = only(&genuine, &[0, 2, 4]);
+            if let Some(record) = shards[4].as_mut() {
+                tamper(record);
+            }
+            let result = decode_stripe(&params, shards.clone());
+            match result {
+                Err(CodecError::TooFewShards { missing, .. }) => {
+                    assert_eq!(missing, vec![1, 3, 4], "{what}")
+                }
+                other => panic!("{what}: expected TooFewShards, got {other:?}"),
+            }
+            shards[3] = Some(genuine[3].clone());
+            assert_eq!(decode_stripe(&params, shards).unwrap(), data, "{what}");
+        }
+    }
+
+    #[test]
+    fn two_decodable_stripes_in_one_call_is_an_error() {
+        let params = CodecParams::new(2, 2, 64).unwrap();
+        let a = encode_stripe(&params, OBJECT, 1, b"first stripe").unwrap();
+        let b = encode_stripe(&params, OBJECT, 2, b"other stripe").unwrap();
+        let shards = vec![
+            Some(a[0].clone()),
+            Some(a[1].clone()),
+            Some(b[2].clone()),
+            Some(b[3].clone()),
+        ];
+        let result = decode_stripe(&params, shards);
+        assert!(
+            matches!(&result, Err(CodecError::Corrupt { reason }) if reason.contains("conflicting")),
+            "{result:?}"
+        );
+    }
+
+    fn sample_records() -> Vec<ShardRecord> {
+        let params = CodecParams::new(3, 2, 100).unwrap();
+        let mut records = encode_stripe(&params, 7, 0, &pseudo_random_bytes(100, 3)).unwrap();
+        records.extend(encode_stripe(&params, 7, 1, &pseudo_random_bytes(41, 4)).unwrap());
+        records.extend(encode_stripe(&params, 8, 0, b"x").unwrap());
+        records
+    }
+
+    #[test]
+    fn several_records_round_trip_in_one_stream_then_clean_eof() {
+        let records = sample_records();
+        let mut stream = Vec::new();
+        for record in &records {
+            record.write_to(&mut stream).unwrap();
+        }
+        let total: usize = records.iter().map(ShardRecord::encoded_len).sum();
+        assert_eq!(stream.len(), total);
+        let mut reader = Cursor::new(&stream);
+        for record in &records {
+            assert_eq!(
+                ShardRecord::read_from(&mut reader).unwrap().as_ref(),
+                Some(record)
+            );
+        }
+        assert!(ShardRecord::read_from(&mut reader).unwrap().is_none());
+        assert!(ShardRecord::read_from(&mut reader).unwrap().is_none());
+        assert!(read_one(&[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn truncated_stream_is_corrupt_at_every_cut() {
+        let records = sample_records();
+        let first = serialize(&records[0]);
+        let second = serialize(&records[1]);
+        for cut in 1..first.len() {
+            let reason = corrupt_reason(read_one(&first[..cut]));
+            assert!(reason.contains("truncated"), "cut {cut}: {reason}");
+        }
+        for cut in 1..second.len() {
+            let mut stream = first.clone();
+            stream.extend_from_slice(&second[..cut]);
+            let mut reader = Cursor::new(&stream);
+            assert_eq!(
+                ShardRecord::read_from(&mut reader).unwrap(),
+                Some(records[0].clone())
+            );
+            let reason = corrupt_reason(ShardRecord::read_from(&mut reader));
+            assert!(reason.contains("truncated"), "cut {cut}: {reason}");
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_corrupt_and_named() {
+        let record = &sample_records()[4];
+        let bytes = serialize(record);
+        for at in 0..bytes.len() {
+            for mask in [0x01, 0x80, 0xff] {
+                let mut flipped = bytes.clone();
+                flipped[at] ^= mask;
+                let reason = corrupt_reason(read_one(&flipped));
+                let expected = match at {
+                    0..4 => "bad magic",
+                    4..HEADER_BYTES => "header checksum",
+                    _ => "payload checksum",
+                };
+                assert!(reason.contains(expected), "byte {at} ^ {mask:#x}: {reason}");
+            }
+        }
+    }
+
+    fn header_for(record: &ShardRecord) -> Header {
+        record.header()
+    }
+
+    #[test]
+    fn oversized_payload_len_is_corrupt_before_reading_payload() {
+        let mut header = header_for(&sample_records()[0]);
+        header.payload_len = SHARD_BYTES_MAX as u32 + 1;
+        let reason = corrupt_reason(read_one(&header.to_bytes()));
+        assert!(reason.contains("exceeds the limit"), "{reason}");
+        assert!(reason.contains("object 7 stripe 0 shard 0"), "{reason}");
+        header.payload_len = u32::MAX;
+        let reason = corrupt_reason(read_one(&header.to_bytes()));
+        assert!(reason.contains("exceeds the limit"), "{reason}");
+    }
+
+    #[test]
+    fn checksummed_but_nonsensical_headers_are_corrupt() {
+        let base = header_for(&sample_records()[0]);
+        let cases: [Tweak<Header>; 5] = [
+            ("shard index 5 out of range", |h| h.shard = 5),
+            ("shard counts 0+2", |h| h.data_shards = 0),
+            ("shard counts 3+0", |h| h.parity_shards = 0),
+            ("stripe data length 0", |h| h.stripe_data_len = 0),
+            ("expected 34", |h| h.payload_len += 1),
+        ];
+        for (expected, tweak) in cases {
+            let mut header = base;
+            tweak(&mut header);
+            let reason = corrupt_reason(read_one(&header.to_bytes()));
+            assert!(reason.contains(expected), "{expected}: {reason}");
+        }
+        let mut bytes = base.to_bytes();
+        bytes[4] = 2;
+        let crc = crc32c::crc32c(&bytes[..HEADER_FIELDS_BYTES]);
+        bytes[HEADER_FIELDS_BYTES..].copy_from_slice(&crc.to_le_bytes());
+        let reason = corrupt_reason(read_one(&bytes));
+        assert!(reason.contains("unsupported record format 2"), "{reason}");
+    }
+
+    #[test]
+    fn write_refuses_records_read_would_reject() {
+        let mut record = sample_records()[0].clone();
+        record.shard = 9;
+        let mut out = Vec::new();
+        let err = record.write_to(&mut out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("shard index 9"), "{err}");
+        assert!(out.is_empty());
+    }
+
+    /// Hands out one byte per read and interrupts every other call.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        interrupt: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(ErrorKind::Interrupted.into());
+            }
+            match (self.bytes.split_first(), buf.first_mut()) {
+                (Some((&byte, rest)), Some(slot)) => {
+                    *slot = byte;
+                    self.bytes = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn short_reads_and_interrupts_are_retried() {
+        let records = sample_records();
+        let mut stream = Vec::new();
+        for record in &records {
+            record.write_to(&mut stream).unwrap();
+        }
+        let mut reader = Trickle {
+            bytes: &stream,
+            interrupt: false,
+        };
+        for record in &records {
+            assert_eq!(
+                ShardRecord::read_from(&mut reader).unwrap().as_ref(),
+                Some(record)
+            );
+        }
+        assert!(ShardRecord::read_from(&mut reader).unwrap().is_none());
+    }
+
+    struct Broken;
+
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk on fire"))
+        }
+    }
+
+    #[test]
+    fn io_errors_are_passed_through() {
+        let result = ShardRecord::read_from(&mut Broken);
+        assert!(
+            matches!(&result, Err(CodecError::Io(e)) if e.to_string() == "disk on fire"),
+            "{result:?}"
+        );
+    }
+
+    /// Encodes `data` in 4 MiB stripes; returns the seconds taken and the last stripe's
+    /// records after checking the shard bytes produced.
+    fn encode_all(params: &CodecParams, data: &[u8]) -> (f64, Vec<ShardRecord>) {
+        let stripe_bytes = params.stripe_bytes as usize;
+        let mut written = 0;
+        let mut last = Vec::new();
+        let started = Instant::now();
+        for (stripe, chunk) in (0u64..).zip(data.chunks(stripe_bytes)) {
+            last = black_box(encode_stripe(params, 1, stripe, chunk).unwrap());
+            written += last.iter().map(|r| r.payload.len()).sum::<usize>();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let stripes = data.len() / stripe_bytes;
+        assert_eq!(
+            written,
+            stripes * params.total_shards() * params.shard_bytes()
+        );
+        (secs, last)
+    }
+
+    /// Informational: prints encode throughput beside a plain memcpy of the same bytes.
+    /// Run with `cargo test --release -- --nocapture encode_throughput`. One untimed pass
+    /// first warms the allocator (a cold first pass pays page faults on every stripe).
+    /// Debug builds use less data so that an unoptimized `cargo test` stays quick.
+    #[test]
+    fn encode_throughput_report() {
+        const STRIPE: u32 = 4 * 1024 * 1024;
+        let total = if cfg!(debug_assertions) {
+            32 << 20
+        } else {
+            256 << 20
+        };
+        let data = pseudo_random_bytes(total, 0x9e37_79b9_7f4a_7c15);
+        let mb = total as f64 / 1e6;
+
+        let mut copy = vec![1u8; total];
+        let started = Instant::now();
+        for (dst, src) in copy
+            .chunks_mut(STRIPE as usize)
+            .zip(data.chunks(STRIPE as usize))
+        {
+            dst.copy_from_slice(black_box(src));
+        }
+        let memcpy = started.elapsed().as_secs_f64();
+        assert!(black_box(&copy) == &data);
+        drop(copy);
+        println!(
+            "memcpy     {:>4} MiB: {:6.0} MB/s",
+            total >> 20,
+            mb / memcpy
+        );
+
+        let (cold, _) = encode_all(&CodecParams::new(2, 1, STRIPE).unwrap(), &data);
+        println!(
+            "cold pass  {:>4} MiB: {:6.0} MB/s (2+1, untimed warm-up)",
+            total >> 20,
+            mb / cold
+        );
+        for (k, m) in [(2, 1), (3, 2)] {
+            let params = CodecParams::new(k, m, STRIPE).unwrap();
+            let (secs, last) = encode_all(&params, &data);
+            let dropped: Vec<u8> = (0..m).collect();
+            let tail = &data[total - STRIPE as usize..];
+            assert_eq!(
+                decode_stripe(&params, without(&last, &dropped)).unwrap(),
+                tail
+            );
+            println!(
+                "encode {k}+{m} {:>4} MiB: {:6.0} MB/s of input ({secs:.3} s)",
+                total >> 20,
+                mb / secs
+            );
+        }
+    }
+}

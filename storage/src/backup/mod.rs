@@ -4,4 +4,5 @@
 pub mod codec;
 pub mod manifest;
 pub mod reconstruct;
+pub mod seed;
 pub mod shard_store;

@@ -23,7 +23,8 @@ use crate::atomic_file::{read_checked, write_atomic, AtomicFileError};
 use crate::limits::LOG_WRITER_QUEUE_MAX;
 use crate::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig};
 
-const VOTE_FILE: &str = "vote";
+/// File, in the log directory, holding the vote.
+pub const VOTE_FILE: &str = "vote";
 
 /// Why the log could not be opened.
 #[derive(Debug, Error)]

@@ -50,13 +50,8 @@ impl SnapshotWriter {
             out: BufWriter::with_capacity(1 << 20, file),
             hasher: StateHasher::default(),
         };
-        let body = postcard::to_allocvec(header)
-            .map_err(|e| SnapshotError::corrupt(path, format!("encode header: {e}")))?;
-        w.write(MAGIC)?;
-        w.write(&FORMAT_V1.to_le_bytes())?;
-        w.write(&(body.len() as u32).to_le_bytes())?;
-        w.write(&crc32c::crc32c(&body).to_le_bytes())?;
-        w.write(&body)?;
+        let encoded = encode_header(path, header)?;
+        w.write(&encoded)?;
         Ok(w)
     }
 
@@ -265,4 +260,39 @@ pub fn read_trailer(path: &Path) -> Result<(u64, [u8; 32]), SnapshotError> {
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&tail[9..41]);
     Ok((u64::from_le_bytes(keys), digest))
+}
+
+fn encode_header(path: &Path, header: &SnapshotHeader) -> Result<Vec<u8>, SnapshotError> {
+    let body = postcard::to_allocvec(header)
+        .map_err(|e| SnapshotError::corrupt(path, format!("encode header: {e}")))?;
+    let mut out = Vec::with_capacity(14 + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_V1.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Copies the snapshot `src` to `dst` with its header replaced by `change(header)`; the
+/// records and trailer are copied verbatim (the state checksum does not cover the
+/// header). `dst` is fsynced. Returns the new header.
+pub fn rewrite_header(
+    src: &Path,
+    dst: &Path,
+    change: impl FnOnce(SnapshotHeader) -> SnapshotHeader,
+) -> Result<SnapshotHeader, SnapshotError> {
+    let mut input = File::open(src).map_err(|e| SnapshotError::io(src, e))?;
+    let mut fixed = [0u8; 14];
+    read_exact(src, &mut input, &mut fixed)?;
+    let old = SnapshotReader::open(src)?.header().clone();
+    let mut skip = vec![0u8; u32_at(&fixed, 6) as usize];
+    read_exact(src, &mut input, &mut skip)?;
+    let header = change(old);
+    let mut out = File::create(dst).map_err(|e| SnapshotError::io(dst, e))?;
+    out.write_all(&encode_header(dst, &header)?)
+        .map_err(|e| SnapshotError::io(dst, e))?;
+    std::io::copy(&mut input, &mut out).map_err(|e| SnapshotError::io(dst, e))?;
+    out.sync_all().map_err(|e| SnapshotError::io(dst, e))?;
+    Ok(header)
 }
