@@ -276,29 +276,27 @@ pub async fn run(cmd: ClusterCommand, global: &Global) -> CliResult {
         }
         ClusterCommand::Members => {
             let status = gather(&global.client()?).await?;
-            let resp = apb::MembershipResponse {
-                index: 0,
-                members: status
-                    .members
-                    .iter()
-                    .map(|m| apb::MemberInfo {
-                        id: m.id,
-                        addr: m.addr.clone(),
-                        site: m.site.clone(),
-                        zone: m.zone.clone().unwrap_or_default(),
-                        voter: m.voter,
-                    })
-                    .collect(),
-            };
             match global.output {
-                Format::Json => print_json(
-                    &resp
+                Format::Json => print_json(&status.members),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = status
                         .members
                         .iter()
-                        .map(|m| (m.id, &m.site, &m.addr, m.voter))
-                        .collect::<Vec<_>>(),
-                ),
-                Format::Table => print_membership(&resp, Format::Table),
+                        .map(|m| {
+                            let kind = if m.voter { "voter" } else { "learner" };
+                            let zone = m.zone.clone().unwrap_or_else(|| "-".into());
+                            vec![
+                                m.id.to_string(),
+                                m.site.clone(),
+                                zone,
+                                m.addr.clone(),
+                                kind.into(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["ID", "SITE", "ZONE", "ADDR", "KIND"], &rows);
+                    Ok(())
+                }
             }
         }
         ClusterCommand::Init { config } => {
@@ -323,16 +321,12 @@ pub async fn run(cmd: ClusterCommand, global: &Global) -> CliResult {
                 std::slice::from_ref(&config.member.addr),
                 Default::default(),
             )?;
+            let count = members.len();
             client
-                .call(Retry::Idempotent, |c| {
-                    let req = apb::InitializeRequest {
-                        members: members.clone(),
-                    };
-                    async move { Client::admin(c).initialize(req).await }
-                })
+                .initialize(members)
                 .await
                 .context("initialize cluster")?;
-            println!("cluster initialized with {} members", members.len());
+            println!("cluster initialized with {count} members");
             Ok(())
         }
         ClusterCommand::AddNode {

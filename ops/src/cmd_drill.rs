@@ -17,7 +17,8 @@ pub enum DrillCommand {
     Run {
         /// Scenario to run.
         scenario: Scenario,
-        /// Write the JSON report here (default: DIR/report.json).
+        /// Write the JSON report here (default: DIR/report.json); the HTML page goes beside
+        /// it with the extension .html.
         #[arg(long)]
         report: Option<PathBuf>,
         /// Seed of the workload's choices (default: from the clock; printed in the report).
@@ -71,11 +72,18 @@ pub async fn run(cmd: DrillCommand, global: &Global) -> CliResult {
     let json = serde_json::to_vec_pretty(&result).context("encode report")?;
     std::fs::write(&report_path, json)
         .with_context(|| format!("write report {}", report_path.display()))?;
+    let html_path = report_path.with_extension("html");
+    std::fs::write(&html_path, drill::html::render(&result))
+        .with_context(|| format!("write {}", html_path.display()))?;
     match global.output {
         Format::Json => print_json(&result)?,
         Format::Table => {
             print!("{}", result.summary());
-            println!("  report: {}", report_path.display());
+            println!(
+                "  report: {} (readable: {})",
+                report_path.display(),
+                html_path.display()
+            );
         }
     }
     if result.passed {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use reprise_api::client::Retry;
 use reprise_api::pb::admin as apb;
 use reprise_api::{Client, ClientError, ClientOptions};
 use serde::{Deserialize, Serialize};
@@ -232,16 +231,10 @@ pub async fn wait_serving(node: &LocalNode, child: &mut Child, deadline: Duratio
 
 /// Commits a no-op through the leader; returns the leader id.
 pub async fn barrier(client: &Client) -> Result<u64> {
-    let resp = client
-        .call(Retry::Idempotent, |c| async move {
-            Client::admin(c).barrier(apb::BarrierRequest {}).await
-        })
-        .await
-        .map_err(|source| LocalError::Client {
-            what: "wait for a leader to commit",
-            source,
-        })?;
-    Ok(resp.leader_id)
+    client.barrier().await.map_err(|source| LocalError::Client {
+        what: "wait for a leader to commit",
+        source,
+    })
 }
 
 /// A running local cluster: its description plus the child handles of this process.
@@ -413,12 +406,7 @@ impl LocalCluster {
                 source,
             })?;
         client
-            .call(Retry::Idempotent, |c| {
-                let req = apb::InitializeRequest {
-                    members: members.clone(),
-                };
-                async move { Client::admin(c).initialize(req).await }
-            })
+            .initialize(members)
             .await
             .map_err(|source| LocalError::Client {
                 what: "initialize the cluster",

@@ -2,6 +2,7 @@
 //! (verifying each happened), execute the recovery steps, run every checker, measure RTO
 //! and RPO, and return the report.
 
+pub mod html;
 pub mod report;
 pub mod scenario;
 mod steps;
@@ -200,6 +201,7 @@ pub async fn run(
         faults: run.faults.clone(),
         timeline: run.timeline.clone(),
         checkers,
+        seconds: report::per_second(&ops),
         rto_ms,
         rpo_writes_lost,
         passed,

@@ -23,6 +23,70 @@ pub struct Event {
     pub what: String,
 }
 
+/// Operations completed in one second of the run, and their latency.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SecondStats {
+    pub second: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Per-second availability and latency of `ops` (by completion time).
+pub fn per_second(ops: &[crate::history::Op]) -> Vec<SecondStats> {
+    use crate::history::Outcome;
+    let last = ops
+        .iter()
+        .map(|o| o.complete_ns / 1_000_000_000)
+        .max()
+        .unwrap_or(0);
+    let mut buckets: Vec<(SecondStats, Vec<f64>)> = (0..=last)
+        .map(|second| {
+            (
+                SecondStats {
+                    second,
+                    ok: 0,
+                    failed: 0,
+                    unknown: 0,
+                    p50_ms: 0.0,
+                    p99_ms: 0.0,
+                    max_ms: 0.0,
+                },
+                Vec::new(),
+            )
+        })
+        .collect();
+    for o in ops {
+        let (stats, lat) = &mut buckets[(o.complete_ns / 1_000_000_000) as usize];
+        match o.outcome {
+            Outcome::Ok(_) => {
+                stats.ok += 1;
+                lat.push(o.complete_ns.saturating_sub(o.invoke_ns) as f64 / 1e6);
+            }
+            Outcome::Failed => stats.failed += 1,
+            Outcome::Unknown => stats.unknown += 1,
+        }
+    }
+    buckets
+        .into_iter()
+        .map(|(mut stats, mut lat)| {
+            lat.sort_by(|a, b| a.total_cmp(b));
+            let pick = |q: f64| {
+                lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            stats.p50_ms = pick(0.5);
+            stats.p99_ms = pick(0.99);
+            stats.max_ms = lat.last().copied().unwrap_or(0.0);
+            stats
+        })
+        .collect()
+}
+
 /// Everything a drill measured and concluded.
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillReport {
@@ -36,6 +100,8 @@ pub struct DrillReport {
     pub faults: Vec<FaultRecord>,
     pub timeline: Vec<Event>,
     pub checkers: Vec<CheckerResult>,
+    /// Availability and latency per second.
+    pub seconds: Vec<SecondStats>,
     /// Fault → first acknowledged write invoked after it.
     pub rto_ms: Option<u64>,
     /// Acknowledged writes missing after recovery (0 unless quorum was lost).

@@ -324,6 +324,28 @@ impl Client {
         .await
     }
 
+    /// Bootstraps a new cluster with `members` (all voters) through the first endpoint
+    /// that answers.
+    pub async fn initialize(&self, members: Vec<apb::MemberInfo>) -> Result<(), ClientError> {
+        self.call(Retry::Idempotent, |c| {
+            let req = apb::InitializeRequest {
+                members: members.clone(),
+            };
+            async move { Self::admin(c).initialize(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Commits a no-op through the leader; returns the leader's id.
+    pub async fn barrier(&self) -> Result<u64, ClientError> {
+        self.call(Retry::Idempotent, |c| async move {
+            Self::admin(c).barrier(apb::BarrierRequest {}).await
+        })
+        .await
+        .map(|r| r.leader_id)
+    }
+
     /// Status of the node at `endpoint` only (no leader following).
     pub async fn status_of(&self, endpoint: &str) -> Result<apb::NodeStatus, ClientError> {
         let channel = self.channel(endpoint)?;
