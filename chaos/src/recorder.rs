@@ -24,6 +24,7 @@ pub struct Recorder {
     start: Instant,
     next_id: AtomicU64,
     ops: Mutex<Vec<Op>>,
+    stamps: Mutex<Vec<(u64, u64)>>,
     ok: AtomicU64,
     failed: AtomicU64,
     unknown: AtomicU64,
@@ -35,6 +36,7 @@ impl Default for Recorder {
             start: Instant::now(),
             next_id: AtomicU64::new(0),
             ops: Mutex::new(Vec::new()),
+            stamps: Mutex::new(Vec::new()),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
@@ -83,6 +85,24 @@ impl Recorder {
             outcome,
         };
         self.ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+    }
+
+    /// Records the log index and HLC stamp an acknowledged write reported.
+    pub fn record_stamp(&self, header: Option<&reprise_api::pb::kv::WriteHeader>) {
+        if let Some(h) = header {
+            self.stamps
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((h.index, h.hlc));
+        }
+    }
+
+    /// (log index, HLC stamp) of every acknowledged write.
+    pub fn stamps(&self) -> Vec<(u64, u64)> {
+        self.stamps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every operation recorded so far.

@@ -226,6 +226,19 @@ impl Admin for AdminService {
         Ok(Response::new(CampaignResponse {}))
     }
 
+    async fn set_clock_skew(
+        &self,
+        req: Request<ClockSkewRequest>,
+    ) -> Result<Response<ClockSkewResponse>, Status> {
+        use crate::hlc::Clock;
+        let skew_ms = req.into_inner().skew_ms;
+        self.state.clock.set_skew_ms(skew_ms);
+        tracing::warn!(skew_ms, "clock skew set by an admin request (chaos)");
+        Ok(Response::new(ClockSkewResponse {
+            now_ms: self.state.clock.now_ms(),
+        }))
+    }
+
     async fn checksum(
         &self,
         _req: Request<ChecksumRequest>,

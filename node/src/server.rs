@@ -73,19 +73,24 @@ pub async fn run(
             segment_bytes_max: config.raft.segment_bytes_max,
         },
     )?;
+    let log_hlc = log.hlc_watermark();
     let sm = StateMachineStore::open(&sm_dir)?;
     let view = sm.view();
     let raft_config = Arc::new(config.openraft().map_err(NodeError::RaftConfig)?);
     let raft = Raft::new(config.id, raft_config, PeerNetwork, log, sm)
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let clock = Arc::new(SystemClock::default());
     let state = Arc::new(NodeState {
         id: config.id,
         data_dir: config.data_dir.clone(),
         member: config.member.clone(),
         raft: raft.clone(),
         view,
-        hlc: Hlc::new(Arc::new(SystemClock::default())),
+        hlc: Hlc::new(clock.clone()),
+        clock,
+        log_hlc,
+        propose: Default::default(),
         transferring: Default::default(),
         planted_bug,
     });

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{ClientWriteError, ForwardToLeader};
 use reprise_api::redirect::not_leader;
 use reprise_storage::command::{Command, CommandResponse, Operation};
 use reprise_storage::types::{LogId, StoredMembership};
@@ -24,6 +24,12 @@ pub struct NodeState {
     pub raft: Raft,
     pub view: KvView,
     pub hlc: Hlc,
+    /// The clock behind `hlc`; chaos shifts it to inject skew.
+    pub clock: Arc<crate::hlc::SystemClock>,
+    /// Highest stamp in the local log (see `LogStore::hlc_watermark`).
+    pub log_hlc: Arc<std::sync::atomic::AtomicU64>,
+    /// Held while a write is stamped and handed to openraft, so stamps follow log order.
+    pub propose: tokio::sync::Mutex<()>,
     /// Set by the leader while it hands leadership over: writes are refused meanwhile.
     pub transferring: AtomicBool,
     /// A deliberately broken behaviour for checker tests (see `planted`); None in production.
@@ -43,21 +49,33 @@ impl NodeState {
         if self.transferring.load(Ordering::Acquire) {
             return Err(not_leader(None));
         }
-        let floor = self.view.last_hlc().map_err(internal)?;
-        let cmd = Command {
-            hlc: self.hlc.stamp(floor),
-            op,
+        // Stamp and submit under one lock: openraft appends client writes in the order it
+        // receives them, so stamps then increase with the log index.
+        let pending = {
+            let _order = self.propose.lock().await;
+            let applied = self.view.last_hlc().map_err(internal)?;
+            let floor = applied.max(self.log_hlc.load(Ordering::Acquire));
+            let cmd = Command {
+                hlc: self.hlc.stamp(floor),
+                op,
+            };
+            self.raft
+                .client_write_ff(cmd)
+                .await
+                .map_err(|f| Status::unavailable(format!("raft stopped: {f}")))?
         };
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(Written {
+        match pending.await {
+            Ok(Ok(resp)) => Ok(Written {
                 log_id: resp.log_id,
                 response: resp.data,
             }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(redirect(&f)),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(redirect(&f)),
+            Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Status::failed_precondition(e.to_string()))
             }
-            Err(RaftError::Fatal(f)) => Err(Status::unavailable(format!("raft stopped: {f}"))),
+            Err(_) => Err(Status::unavailable(
+                "raft stopped before answering the write",
+            )),
         }
     }
 }

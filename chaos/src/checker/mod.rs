@@ -3,6 +3,7 @@
 
 pub mod bank;
 pub mod convergence;
+pub mod hlc;
 pub mod linearizability;
 pub mod registers;
 pub mod search;

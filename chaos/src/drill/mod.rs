@@ -183,6 +183,7 @@ pub async fn run(
         checker::set::check(&set_log, &present),
         checker::bank::check(&bank_reads, ACCOUNTS),
         checker::convergence::check(&sums),
+        checker::hlc::check(&recorder.stamps()),
     ];
     let rpo_writes_lost = checker::set::lost_count(&set_log, &present);
     let passed = checkers.iter().all(|c| c.passed())

@@ -15,14 +15,18 @@ pub enum Scenario {
     SiteFire,
     /// SIGSTOP the leader beyond the election timeout, then SIGCONT it.
     LeaderPause,
+    /// Set every follower's clock 60 s behind, then kill -9 the leader: a node with a
+    /// slow clock takes over and must still stamp writes after its predecessor.
+    ClockSkew,
 }
 
 impl Scenario {
     /// Every scenario, for help texts.
-    pub const ALL: [Scenario; 3] = [
+    pub const ALL: [Scenario; 4] = [
         Scenario::SiteLoss,
         Scenario::SiteFire,
         Scenario::LeaderPause,
+        Scenario::ClockSkew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -30,6 +34,7 @@ impl Scenario {
             Scenario::SiteLoss => "site-loss",
             Scenario::SiteFire => "site-fire",
             Scenario::LeaderPause => "leader-pause",
+            Scenario::ClockSkew => "clock-skew",
         }
     }
 }

@@ -24,7 +24,7 @@ pub(crate) async fn fault_and_recover(
     let leader = leader(&run.cluster).await?;
     let site = run.cluster.file.node(leader)?.site.clone();
     let victims: Vec<u64> = match opts.scenario {
-        Scenario::LeaderPause => vec![leader],
+        Scenario::LeaderPause | Scenario::ClockSkew => vec![leader],
         _ => run
             .cluster
             .file
@@ -38,8 +38,7 @@ pub(crate) async fn fault_and_recover(
         "leader is node {leader} in {site}; injecting {}",
         opts.scenario
     ));
-    let fault_ns = run.recorder.now_ns();
-    inject(run, opts.scenario, &site, &victims)?;
+    let fault_ns = inject(run, opts.scenario, &site, &victims).await?;
     let rto = wait_rto(run, fault_ns).await;
     match rto {
         Some(ms) => run.event(format!(
@@ -52,12 +51,13 @@ pub(crate) async fn fault_and_recover(
     Ok(rto)
 }
 
-fn inject(
+async fn inject(
     run: &mut Run<'_>,
     scenario: Scenario,
     site: &str,
     victims: &[u64],
-) -> Result<(), DrillError> {
+) -> Result<u64, DrillError> {
+    let mut fault_ns = run.recorder.now_ns();
     let at_ms = run.recorder.now_ns() / 1_000_000;
     match scenario {
         Scenario::SiteLoss | Scenario::SiteFire => {
@@ -94,6 +94,7 @@ fn inject(
                 });
             }
         }
+        Scenario::ClockSkew => fault_ns = skew_then_kill(run, victims, at_ms).await?,
         Scenario::LeaderPause => {
             for v in victims {
                 run.cluster.signal(*v, Signal::SIGSTOP)?;
@@ -129,7 +130,7 @@ fn inject(
             .collect::<Vec<_>>()
             .join(" + ")
     ));
-    Ok(())
+    Ok(fault_ns)
 }
 
 async fn wait_rto(run: &Run<'_>, fault_ns: u64) -> Option<u64> {
@@ -150,7 +151,7 @@ async fn recover(
     victims: &[u64],
 ) -> Result<(), DrillError> {
     match scenario {
-        Scenario::SiteLoss => {
+        Scenario::SiteLoss | Scenario::ClockSkew => {
             for v in victims {
                 run.cluster.restart(*v).await?;
             }
@@ -257,4 +258,59 @@ pub(crate) async fn converged_checksums(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// How far behind the followers' clocks are set in the clock-skew scenario.
+const SKEW_MS: i64 = 60_000;
+
+/// Sets every node but `victims` 60 s behind (verified by the clock reading each node
+/// reports), then kills the victims (the leader) so a skewed node must take over.
+async fn skew_then_kill(run: &mut Run<'_>, victims: &[u64], at_ms: u64) -> Result<u64, DrillError> {
+    let followers: Vec<u64> = run
+        .cluster
+        .running()
+        .into_iter()
+        .filter(|id| !victims.contains(id))
+        .collect();
+    let mut skewed = true;
+    for f in &followers {
+        let addr = run.cluster.addr(*f)?;
+        let client = Client::new(std::slice::from_ref(&addr), Default::default())?;
+        let resp = client
+            .call(Retry::Idempotent, |c| async move {
+                Client::admin(c)
+                    .set_clock_skew(apb::ClockSkewRequest { skew_ms: -SKEW_MS })
+                    .await
+            })
+            .await?;
+        let real_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        skewed &= real_ms.saturating_sub(resp.now_ms) >= (SKEW_MS as u64) - 5_000;
+    }
+    run.faults.push(FaultRecord {
+        kind: format!("clock skew -{} s", SKEW_MS / 1000),
+        target: format!("nodes {followers:?}"),
+        at_ms,
+        verified: skewed,
+    });
+    let kill_ns = run.recorder.now_ns();
+    for v in victims {
+        run.cluster.kill9(*v)?;
+    }
+    let dead = victims.iter().all(|v| {
+        run.cluster
+            .file
+            .node(*v)
+            .is_ok_and(|n| !local::is_our_process(n))
+    });
+    let at_ms = kill_ns / 1_000_000;
+    run.faults.push(FaultRecord {
+        kind: "kill -9 leader".into(),
+        target: format!("nodes {victims:?}"),
+        at_ms,
+        verified: dead,
+    });
+    Ok(kill_ns)
 }

@@ -100,6 +100,9 @@ async fn one_op(
         5..=8 => {
             let v = values.fetch_add(1, Ordering::Relaxed);
             let r = client.put(key.as_bytes(), v.to_string().as_bytes()).await;
+            if let Ok(resp) = &r {
+                rec.record_stamp(resp.header.as_ref());
+            }
             rec.record(
                 process,
                 key,
@@ -117,6 +120,9 @@ async fn one_op(
             let new = values.fetch_add(1, Ordering::Relaxed);
             let start = rec.now_ns();
             let r = client.txn(cas_request(key, expected, new)).await;
+            if let Ok(resp) = &r {
+                rec.record_stamp(resp.header.as_ref());
+            }
             let out = outcome_of(&r, |resp| Output::Cas {
                 applied: resp.succeeded,
             });

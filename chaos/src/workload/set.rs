@@ -40,8 +40,9 @@ pub fn spawn(
                     lock(&log).attempted.insert(key.clone());
                     let start = recorder.now_ns();
                     let r = client.put(key.as_bytes(), b"1").await;
-                    if r.is_ok() {
+                    if let Ok(resp) = &r {
                         lock(&log).acked.insert(key.clone());
+                        recorder.record_stamp(resp.header.as_ref());
                     }
                     let out = outcome_of(&r, |_| Output::Write);
                     recorder.record(1000 + u64::from(p), &key, Input::Write(n), start, out);

@@ -81,6 +81,7 @@ pub struct LogStore {
     tx: Option<mpsc::Sender<WriterRequest>>,
     thread: Option<JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
+    hlc_watermark: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -101,6 +102,7 @@ impl LogStore {
             })?;
             entries.insert(index, entry);
         }
+        let highest = entries.values().filter_map(entry_hlc).max().unwrap_or(0);
         let (tx, rx) = mpsc::channel(LOG_WRITER_QUEUE_MAX);
         let syncs = Arc::new(AtomicU64::new(0));
         let thread = writer::spawn(segments, dir.to_path_buf(), rx, syncs.clone())
@@ -117,7 +119,15 @@ impl LogStore {
             tx: Some(tx),
             thread: Some(thread),
             syncs,
+            hlc_watermark: Arc::new(AtomicU64::new(highest)),
         })
+    }
+
+    /// The highest HLC stamp of any command ever appended to this log (shared, updated on
+    /// every append). A new leader's log holds every committed entry, so stamping above
+    /// this keeps stamps increasing across leaders even before it applied them.
+    pub fn hlc_watermark(&self) -> Arc<AtomicU64> {
+        self.hlc_watermark.clone()
     }
 
     /// fdatasync calls made so far (fewer than appends when group commit works).
@@ -150,6 +160,9 @@ impl LogStore {
             for entry in entries {
                 let index = entry.log_id.index;
                 records.push((index, postcard::to_allocvec(&entry).map_err(encode_err)?));
+                if let Some(hlc) = entry_hlc(&entry) {
+                    self.hlc_watermark.fetch_max(hlc, Ordering::Relaxed);
+                }
                 inner.entries.insert(index, entry);
             }
         }
@@ -199,6 +212,13 @@ fn decode_file<T: serde::de::DeserializeOwned>(
         Ok((value, [])) => Ok(Some(value)),
         Ok((_, rest)) => Err(bad(format!("{} unexpected trailing bytes", rest.len()))),
         Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+fn entry_hlc(entry: &Entry) -> Option<u64> {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(cmd) => Some(cmd.hlc),
+        _ => None,
     }
 }
 
