@@ -13,7 +13,6 @@ use reprise_storage::log::SegmentLogOptions;
 use reprise_storage::{LogStore, StateMachineStore};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::admin_service::AdminService;
@@ -134,6 +133,9 @@ async fn serve(
     let admin = AdminServer::new(AdminService { state })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    // Accepted sockets need TCP_NODELAY set here: the builder's own setting only applies
+    // to listeners it binds itself. Without it small replies wait on delayed ACKs (~40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
@@ -141,7 +143,7 @@ async fn serve(
         .add_service(peer)
         .add_service(admin)
         .add_service(backup)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

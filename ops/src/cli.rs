@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use reprise_api::{Client, ClientOptions};
 
 use crate::output::{CliError, CliResult, Format};
-use crate::{cmd_backup, cmd_cluster, cmd_drill, cmd_kv, cmd_local, cmd_node, cmd_restore, demo};
+use crate::{
+    cmd_backup, cmd_bench, cmd_cluster, cmd_drill, cmd_kv, cmd_local, cmd_node, cmd_restore, demo,
+};
 
 /// Reprise: a multi-site replicated store that survives the loss of a datacenter.
 #[derive(Debug, Parser)]
@@ -70,6 +72,8 @@ pub enum Command {
     },
     /// Rebuild a backup from its shards and start a fresh local cluster from it.
     Restore(cmd_restore::RestoreArgs),
+    /// Load generator and failover timing.
+    Bench(cmd_bench::BenchArgs),
     /// Disaster drills: inject a fault on a scratch cluster, recover, check, measure.
     Drill {
         #[command(subcommand)]
@@ -128,6 +132,7 @@ fn run(cli: Cli) -> CliResult {
             Command::Drill { command } => cmd_drill::run(command, &cli.global).await,
             Command::Backup { command } => cmd_backup::run(command, &cli.global).await,
             Command::Restore(args) => cmd_restore::run(args, &cli.global).await,
+            Command::Bench(args) => cmd_bench::run(args, &cli.global).await,
         }
     })
 }

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cmd_backup;
+pub mod cmd_bench;
 pub mod cmd_cluster;
 pub mod cmd_drill;
 pub mod cmd_kv;

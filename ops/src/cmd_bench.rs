@@ -1,0 +1,344 @@
+//! `reprise bench`: a load generator against the Reprise gRPC API (throughput and latency
+//! percentiles, with a progress line) and `bench failover` (kill -9 of the leader → first
+//! acknowledged write, over several trials). Without `--endpoints` it starts a scratch
+//! local 3-site cluster and stops it afterwards. The etcd target is not built yet.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use rand::{Rng, SeedableRng};
+use reprise_api::{Client, ClientOptions};
+use reprise_chaos::backend::local::{self, LocalCluster, LocalSpec};
+use serde::Serialize;
+
+use crate::cli::Global;
+use crate::cmd_local::this_exe;
+use crate::output::{print_json, print_table, CliResult, Format};
+
+/// What the benchmark targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Reprise,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// kill -9 the leader while a retrying client writes; time to the first acknowledged write.
+    Failover {
+        #[arg(long, value_enum, default_value = "reprise")]
+        target: Target,
+        #[arg(long, default_value_t = 5)]
+        trials: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[arg(long, value_enum, default_value = "reprise")]
+    pub target: Target,
+    #[arg(long, default_value_t = 16)]
+    pub clients: u32,
+    /// Total operations (ignored when --duration-s is given).
+    #[arg(long, default_value_t = 20_000)]
+    pub ops: u64,
+    /// Run for this many seconds instead of a fixed number of operations.
+    #[arg(long)]
+    pub duration_s: Option<u64>,
+    #[arg(long, default_value_t = 16)]
+    pub key_size: usize,
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Distinct keys written or read.
+    #[arg(long, default_value_t = 10_000)]
+    pub keyspace: u64,
+    /// put | get-linearizable | get-stale | mixed:R (R = percent reads, linearizable)
+    #[arg(long, default_value = "put")]
+    pub workload: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Workload {
+    Put,
+    Get { stale: bool },
+    Mixed { read_percent: u32 },
+}
+
+fn parse_workload(text: &str) -> anyhow::Result<Workload> {
+    match text {
+        "put" => Ok(Workload::Put),
+        "get-linearizable" => Ok(Workload::Get { stale: false }),
+        "get-stale" => Ok(Workload::Get { stale: true }),
+        other => {
+            let pct = other
+                .strip_prefix("mixed:")
+                .and_then(|r| r.parse::<u32>().ok())
+                .filter(|r| *r <= 100)
+                .ok_or_else(|| anyhow!("unknown workload {other:?}: use put, get-linearizable, get-stale or mixed:R (0-100)"))?;
+            Ok(Workload::Mixed { read_percent: pct })
+        }
+    }
+}
+
+/// Measured figures of one load run.
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    pub target: Target,
+    pub workload: String,
+    pub clients: u32,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn key(i: u64, size: usize) -> Vec<u8> {
+    let mut k = format!("bench/{i:012}").into_bytes();
+    k.resize(size.max(k.len()), b'.');
+    k
+}
+
+/// A cluster to benchmark: the given endpoints, or a scratch local one stopped on drop.
+struct Cluster {
+    endpoints: Vec<String>,
+    _scratch: Option<(LocalCluster, std::path::PathBuf)>,
+}
+
+async fn cluster(global: &Global) -> CliResult<Cluster> {
+    if !global.endpoints.is_empty() {
+        return Ok(Cluster {
+            endpoints: global.endpoints.clone(),
+            _scratch: None,
+        });
+    }
+    let dir = std::env::temp_dir().join(format!("reprise-bench-{}", std::process::id()));
+    eprintln!(
+        "no --endpoints: starting a scratch local cluster (3 sites x 1 node) in {}",
+        dir.display()
+    );
+    let c = local::up(&this_exe()?, &dir, &LocalSpec::new(3, 1))
+        .await
+        .map_err(anyhow::Error::from)?;
+    let endpoints = c.file.nodes.iter().map(|n| n.addr.clone()).collect();
+    Ok(Cluster {
+        endpoints,
+        _scratch: Some((c, dir)),
+    })
+}
+
+fn client(endpoints: &[String]) -> CliResult<Arc<Client>> {
+    Ok(Arc::new(Client::new(endpoints, ClientOptions::default())?))
+}
+
+/// Runs a bench command.
+pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
+    match args.command {
+        Some(BenchCommand::Failover { target: _, trials }) => failover(trials, global).await,
+        None => {
+            let report = load(&args.load, global).await?;
+            match global.output {
+                Format::Json => print_json(&report),
+                Format::Table => {
+                    let row = vec![
+                        report.workload.clone(),
+                        report.clients.to_string(),
+                        report.ops.to_string(),
+                        format!("{:.0}", report.ops_per_s),
+                        format!("{:.2}", report.p50_ms),
+                        format!("{:.2}", report.p90_ms),
+                        format!("{:.2}", report.p99_ms),
+                        format!("{:.2}", report.max_ms),
+                        report.errors.to_string(),
+                    ];
+                    print_table(
+                        &[
+                            "WORKLOAD", "CLIENTS", "OPS", "OPS/S", "P50 MS", "P90 MS", "P99 MS",
+                            "MAX MS", "ERRORS",
+                        ],
+                        &[row],
+                    );
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
+    let workload = parse_workload(&args.workload)?;
+    let target = cluster(global).await?;
+    let value = vec![b'v'; args.value_size];
+    if !matches!(workload, Workload::Put) {
+        eprintln!("preloading {} keys...", args.keyspace);
+        let c = client(&target.endpoints)?;
+        for i in 0..args.keyspace {
+            c.put(&key(i, args.key_size), &value).await?;
+        }
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = args
+        .duration_s
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let budget = if deadline.is_some() {
+        u64::MAX
+    } else {
+        args.ops
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..args.clients {
+        let (c, done, errors, value) = (
+            client(&target.endpoints)?,
+            done.clone(),
+            errors.clone(),
+            value.clone(),
+        );
+        let (key_size, keyspace) = (args.key_size, args.keyspace.max(1));
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(n));
+            let mut lat = Vec::new();
+            while done.fetch_add(1, Ordering::Relaxed) < budget
+                && deadline.is_none_or(|d| Instant::now() < d)
+            {
+                let k = key(rng.random_range(0..keyspace), key_size);
+                let read = match workload {
+                    Workload::Put => None,
+                    Workload::Get { stale } => Some(stale),
+                    Workload::Mixed { read_percent } => {
+                        (rng.random_range(0..100) < read_percent).then_some(false)
+                    }
+                };
+                let t = Instant::now();
+                let ok = match read {
+                    Some(stale) => c.get(&k, stale).await.is_ok(),
+                    None => c.put(&k, &value).await.is_ok(),
+                };
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat
+        }));
+    }
+    let ticker = progress(done.clone(), budget, global.output == Format::Table);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.context("bench client task")?);
+    }
+    ticker.abort();
+    let seconds = started.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(LoadReport {
+        target: args.target,
+        workload: args.workload.clone(),
+        clients: args.clients,
+        ops: lat.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        ops_per_s: lat.len() as f64 / seconds.max(1e-9),
+        p50_ms: pick(0.5),
+        p90_ms: pick(0.9),
+        p99_ms: pick(0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+    })
+}
+
+/// Prints "N ops, R ops/s" once a second on stderr while the run lasts.
+fn progress(done: Arc<AtomicU64>, budget: u64, show: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !show {
+            return;
+        }
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = done.load(Ordering::Relaxed).min(budget);
+            eprintln!("  {now} ops, {} ops/s", now - last);
+            last = now;
+        }
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct FailoverReport {
+    trials: Vec<u128>,
+    median_ms: u128,
+    max_ms: u128,
+}
+
+async fn failover(trials: u32, global: &Global) -> CliResult {
+    let dir = std::env::temp_dir().join(format!("reprise-bench-failover-{}", std::process::id()));
+    let mut cluster = local::up(&this_exe()?, &dir, &LocalSpec::new(3, 1))
+        .await
+        .map_err(anyhow::Error::from)?;
+    let writer = cluster.client().map_err(anyhow::Error::from)?;
+    let mut measured = Vec::new();
+    for trial in 0..trials {
+        let leader = local::barrier(&writer).await.map_err(anyhow::Error::from)?;
+        cluster.kill9(leader).map_err(anyhow::Error::from)?;
+        let killed = Instant::now();
+        let mut i = 0u64;
+        loop {
+            i += 1;
+            if writer
+                .put(format!("failover/{trial}/{i}").as_bytes(), b"x")
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(30) {
+                return Err(anyhow!("trial {trial}: no write acknowledged within 30 s").into());
+            }
+        }
+        let took = killed.elapsed().as_millis();
+        eprintln!(
+            "  trial {}: leader node {leader} killed, first write after {took} ms",
+            trial + 1
+        );
+        measured.push(took);
+        cluster.restart(leader).await.map_err(anyhow::Error::from)?;
+    }
+    cluster.stop_all();
+    let mut sorted = measured.clone();
+    sorted.sort_unstable();
+    let report = FailoverReport {
+        median_ms: sorted[sorted.len() / 2],
+        max_ms: *sorted.last().unwrap_or(&0),
+        trials: measured,
+    };
+    match global.output {
+        Format::Json => print_json(&report),
+        Format::Table => {
+            println!(
+                "failover over {} trials: median {} ms, max {} ms",
+                report.trials.len(),
+                report.median_ms,
+                report.max_ms
+            );
+            Ok(())
+        }
+    }
+}
