@@ -320,6 +320,7 @@ async fn failover(trials: u32, global: &Global) -> CliResult {
         );
         measured.push(took);
         cluster.restart(leader).await.map_err(anyhow::Error::from)?;
+        wait_caught_up(&cluster, &writer, leader).await?;
     }
     cluster.stop_all();
     let mut sorted = measured.clone();
@@ -341,4 +342,21 @@ async fn failover(trials: u32, global: &Global) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// Waits until node `id` applied everything the leader had when the wait began, so the
+/// next trial starts from a fully replicated cluster.
+async fn wait_caught_up(cluster: &LocalCluster, client: &Client, id: u64) -> CliResult {
+    let leader = local::barrier(client).await.map_err(anyhow::Error::from)?;
+    let leader_addr = cluster.addr(leader).map_err(anyhow::Error::from)?;
+    let target = client.status_of(&leader_addr).await?.last_log_index;
+    let addr = cluster.addr(id).map_err(anyhow::Error::from)?;
+    let started = Instant::now();
+    while client.status_of(&addr).await?.applied_index < target {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(anyhow!("node {id} did not catch up within 30 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
