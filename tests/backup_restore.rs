@@ -6,19 +6,8 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{exe, TestCluster};
+use common::{reprise, TestCluster};
 use reprise_api::{Client, ClientOptions};
-
-fn reprise(endpoints: &str, args: &[&str]) -> std::process::Output {
-    Command::new(exe())
-        .arg("--endpoints")
-        .arg(endpoints)
-        .args(args)
-        .output()
-        .expect("run reprise")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_survives_a_site_fire_and_restores_exactly_the_acknowledged_state() {

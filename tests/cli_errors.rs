@@ -7,16 +7,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{exe, TestCluster};
-
-fn reprise(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(exe())
-        .arg("--endpoints")
-        .arg(endpoints)
-        .args(args)
-        .output()
-        .expect("run reprise")
-}
+use common::{exe, reprise, TestCluster};
 
 fn code(o: &Output) -> i32 {
     o.status.code().expect("exit code")

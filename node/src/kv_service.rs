@@ -14,6 +14,9 @@ use tonic::{Request, Response, Status};
 use crate::convert;
 use crate::state::{internal, redirect, NodeState, Written};
 
+/// Longest a linearizable read waits for the leader to apply what its log held.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The `Kv` service of one node.
 pub struct KvService {
     pub state: Arc<NodeState>,
@@ -33,8 +36,24 @@ impl KvService {
         let planted = self.state.planted_bug == Some(crate::planted::PlantedBug::StaleReads);
         let linearizable = consistency == Consistency::Linearizable;
         if linearizable && !planted {
+            // Everything this leader holds in its log when the read starts must be applied
+            // first. openraft's read index alone is not enough: a leader restarted in the same
+            // term does not know its commit index (0.9 does not persist it) and would serve a
+            // state machine that has not re-applied entries acknowledged before the crash.
+            let target = self.state.raft.metrics().borrow().last_log_index;
             match self.state.raft.ensure_linearizable().await {
-                Ok(_) => {}
+                Ok(_) => {
+                    self.state
+                        .raft
+                        .wait(Some(READ_WAIT))
+                        .applied_index_at_least(target, "linearizable read")
+                        .await
+                        .map_err(|e| {
+                            Status::unavailable(format!(
+                                "cannot serve a linearizable read yet: {e}"
+                            ))
+                        })?;
+                }
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                     return Err(redirect(&f))
                 }

@@ -19,6 +19,16 @@ pub fn exe() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_reprise"))
 }
 
+/// Runs the `reprise` binary with `--endpoints endpoints` and `args`.
+pub fn reprise(endpoints: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe())
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .expect("run reprise")
+}
+
 /// A local cluster in a temporary directory; its processes die with it.
 pub struct TestCluster {
     pub cluster: LocalCluster,
@@ -119,6 +129,36 @@ impl TestCluster {
             );
         }
     }
+}
+
+impl Drop for TestCluster {
+    /// On a failing test, keep the cluster's directory (logs, data) for the post-mortem.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.cluster.stop_all();
+            let keep = std::env::temp_dir().join(format!(
+                "reprise-failed-{}-{}",
+                std::process::id(),
+                rand_suffix()
+            ));
+            let copied = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(self.dir.path())
+                .arg(&keep)
+                .status();
+            eprintln!(
+                "test failed: cluster directory kept in {} ({copied:?})",
+                keep.display()
+            );
+        }
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// Polls `check` until it returns Some, failing the test after `limit`.

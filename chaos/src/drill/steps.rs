@@ -61,15 +61,7 @@ async fn inject(
     let at_ms = run.recorder.now_ns() / 1_000_000;
     match scenario {
         Scenario::SiteLoss | Scenario::SiteFire => {
-            for v in victims {
-                run.cluster.kill9(*v)?;
-            }
-            let dead = victims.iter().all(|v| {
-                run.cluster
-                    .file
-                    .node(*v)
-                    .is_ok_and(|n| !local::is_our_process(n))
-            });
+            let dead = kill_and_check(run, victims)?;
             run.faults.push(FaultRecord {
                 kind: "kill -9 site".into(),
                 target: format!("{site} (nodes {victims:?})"),
@@ -296,15 +288,7 @@ async fn skew_then_kill(run: &mut Run<'_>, victims: &[u64], at_ms: u64) -> Resul
         verified: skewed,
     });
     let kill_ns = run.recorder.now_ns();
-    for v in victims {
-        run.cluster.kill9(*v)?;
-    }
-    let dead = victims.iter().all(|v| {
-        run.cluster
-            .file
-            .node(*v)
-            .is_ok_and(|n| !local::is_our_process(n))
-    });
+    let dead = kill_and_check(run, victims)?;
     let at_ms = kill_ns / 1_000_000;
     run.faults.push(FaultRecord {
         kind: "kill -9 leader".into(),
@@ -313,4 +297,17 @@ async fn skew_then_kill(run: &mut Run<'_>, victims: &[u64], at_ms: u64) -> Resul
         verified: dead,
     });
     Ok(kill_ns)
+}
+
+/// SIGKILLs `victims` and reports whether every one of their processes is gone.
+fn kill_and_check(run: &mut Run<'_>, victims: &[u64]) -> Result<bool, DrillError> {
+    for v in victims {
+        run.cluster.kill9(*v)?;
+    }
+    Ok(victims.iter().all(|v| {
+        run.cluster
+            .file
+            .node(*v)
+            .is_ok_and(|n| !local::is_our_process(n))
+    }))
 }

@@ -280,8 +280,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let done: Completion = Box::new(move |r| callback.log_io_completed(r));
-        self.submit(entries, done).await
+        // openraft 0.9 answers a leader's AppendEntries as soon as `append` returns, without
+        // waiting for the flush callback (its `Condition::LogFlushed` is unimplemented), and
+        // the leader counts that answer towards the commit quorum. So `append` itself must
+        // not return before the entries are fdatasync'ed, or a follower could acknowledge
+        // entries it then loses. Group commit still happens: openraft hands every queued
+        // client write to one `append`, and the writer thread merges concurrent requests.
+        let (tx, rx) = oneshot::channel();
+        let done: Completion = Box::new(move |r: io::Result<()>| {
+            let copy = r
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+            callback.log_io_completed(r);
+            let _ = tx.send(copy);
+        });
+        self.submit(entries, done).await?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(writer_gone(Some(e))),
+            Err(_) => Err(writer_gone(None)),
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
