@@ -11,26 +11,32 @@ use common::{exe, TestCluster};
 use reprise_api::{Client, ClientOptions};
 use reprise_chaos::backend::local::LocalSpec;
 use reprise_chaos::checker::{registers, Verdict};
-use reprise_chaos::drill::{self, DrillOptions, Scenario};
+use reprise_chaos::drill::{self, DrillOptions, DrillReport, Scenario};
 use reprise_chaos::recorder::Recorder;
 use reprise_chaos::workload::{register, StopFlag};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn site_loss_drill_passes_every_checker() {
+/// Runs `scenario` on a scratch 3-site cluster and prints its summary.
+async fn run_drill(scenario: Scenario, seed: u64, ops_per_phase: u64) -> DrillReport {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let opts = DrillOptions {
-        scenario: Scenario::SiteLoss,
-        seed: 7,
+        scenario,
+        seed,
         exe: exe(),
         dir: dir.path().join("cluster"),
         nodes_per_site: 1,
-        ops_per_phase: 300,
+        ops_per_phase,
         node_env: Vec::new(),
     };
     let report = drill::run(&opts, &|line: &str| println!("{line}"))
         .await
         .expect("drill runs");
     println!("{}", report.summary());
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn site_loss_drill_passes_every_checker() {
+    let report = run_drill(Scenario::SiteLoss, 7, 300).await;
     assert!(
         report.faults.iter().all(|f| f.verified),
         "{:?}",
@@ -119,20 +125,7 @@ async fn planted_stale_reads_are_reported_with_the_offending_operations() {
 /// predecessor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn regression_concurrent_writes_stamped_out_of_log_order() {
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let opts = DrillOptions {
-        scenario: Scenario::ClockSkew,
-        seed: 3,
-        exe: exe(),
-        dir: dir.path().join("cluster"),
-        nodes_per_site: 1,
-        ops_per_phase: 600,
-        node_env: Vec::new(),
-    };
-    let report = drill::run(&opts, &|line: &str| println!("{line}"))
-        .await
-        .expect("drill runs");
-    println!("{}", report.summary());
+    let report = run_drill(Scenario::ClockSkew, 3, 600).await;
     let hlc = report
         .checkers
         .iter()

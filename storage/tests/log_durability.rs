@@ -37,6 +37,15 @@ fn open(dir: &Path) -> LogStore {
     .expect("open log")
 }
 
+/// Appends `entries` and waits until they are durable.
+async fn append_durably(log: &mut LogStore, entries: impl IntoIterator<Item = Entry>) {
+    let flushed = log.append_entries(entries).await.expect("submit append");
+    flushed
+        .await
+        .expect("writer answered")
+        .expect("append durable");
+}
+
 async fn indices(log: &mut LogStore) -> Vec<u64> {
     log.try_get_log_entries(..)
         .await
@@ -72,12 +81,7 @@ async fn concurrent_appends_share_fsyncs_and_survive_reopen() {
 async fn truncate_purge_and_vote_survive_reopen() {
     let dir = TempDir::new().unwrap();
     let mut log = open(dir.path());
-    log.append_entries((1..=300).map(entry))
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .unwrap();
+    append_durably(&mut log, (1..=300).map(entry)).await;
     log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 251))
         .await
         .unwrap();
@@ -93,12 +97,7 @@ async fn truncate_purge_and_vote_survive_reopen() {
     assert_eq!(state.last_log_id.map(|l| l.index), Some(250));
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(7, 3)));
     // Appending after truncation continues at the truncated index.
-    log.append_entries([entry(251)])
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .unwrap();
+    append_durably(&mut log, [entry(251)]).await;
     drop(log);
     let mut log = open(dir.path());
     assert_eq!(indices(&mut log).await.last(), Some(&251));
@@ -121,12 +120,7 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
 async fn torn_tail_is_truncated_and_middle_corruption_refuses_to_start() {
     let dir = TempDir::new().unwrap();
     let mut log = open(dir.path());
-    log.append_entries((1..=50).map(entry))
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .unwrap();
+    append_durably(&mut log, (1..=50).map(entry)).await;
     drop(log);
     let segs = segments(dir.path());
     let last = segs.last().unwrap().clone();
