@@ -94,6 +94,20 @@ impl Admin for AdminService {
             })
             .collect();
         let members = members_of(&m.membership_config);
+        let (archive_behind_ms, archive_error) = if role == "leader" {
+            let status = crate::archiver::lock(&self.state.archive_status);
+            (
+                Some(
+                    status
+                        .caught_up_at
+                        .map(|t| t.elapsed().as_millis() as u64)
+                        .unwrap_or(u64::MAX),
+                ),
+                status.last_error.clone(),
+            )
+        } else {
+            (None, String::new())
+        };
         Ok(Response::new(NodeStatus {
             id: self.state.id,
             addr: self.state.member.addr.clone(),
@@ -109,6 +123,13 @@ impl Admin for AdminService {
             members,
             replication,
             cluster_name: self.state.raft.config().cluster_name.clone(),
+            archived_index: self
+                .state
+                .archived
+                .load(std::sync::atomic::Ordering::Acquire),
+            archive_enabled: self.state.archive_enabled,
+            archive_behind_ms,
+            archive_error,
         }))
     }
 

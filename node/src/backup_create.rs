@@ -1,6 +1,7 @@
-//! Creating a backup on the leader: take a fresh snapshot, cut it into stripes, encode
-//! each into k data + m parity shards, stream every shard index to a node of the site it
-//! is placed in, then store the manifest on every site.
+//! Storing backup objects from the leader: cut an object into stripes, encode each into k
+//! data + m parity shards, stream every shard index to a node of the site it is placed
+//! in, then store the manifest on every site. Snapshot backups (a fresh snapshot) are
+//! created here; the log archive (`archiver`) stores its segments the same way.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -13,7 +14,7 @@ use reprise_api::pb::backup::backup_client::BackupClient;
 use reprise_api::pb::backup::{BackupManifest, CreateBackupRequest, PutShardsResponse, ShardChunk};
 use reprise_storage::backup::codec::{encode_stripe, CodecParams};
 use reprise_storage::backup::manifest::{
-    place_shards, BackupObject, Manifest, ShardPlacement, MANIFEST_FORMAT,
+    place_shards, BackupObject, Manifest, ShardPlacement, KIND_SNAPSHOT, MANIFEST_FORMAT,
 };
 use reprise_storage::snapshot::format::read_trailer;
 use reprise_storage::snapshot::SnapshotDir;
@@ -27,17 +28,22 @@ use crate::state::{internal, redirect_to, NodeState};
 
 /// Default stripe size.
 pub const STRIPE_BYTES_DEFAULT: u32 = 4 * 1024 * 1024;
-/// The object id of the state snapshot inside a backup.
-pub const SNAPSHOT_OBJECT: u64 = 0;
+/// The object id of the one object (snapshot or log segment) inside a backup.
+pub const OBJECT_ID: u64 = 0;
 const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(120);
 /// Encoded records in flight per shard stream.
 const SHARD_QUEUE: usize = 4;
 
-/// Creates a backup of the current state; returns its manifest.
-pub async fn create_backup(
-    state: &Arc<NodeState>,
-    req: CreateBackupRequest,
-) -> Result<Manifest, Status> {
+/// Where the shards of a new backup object go: the codec, one `(site, node, addr)` per
+/// shard index, and every member (for storing the manifest on every site).
+pub struct Placement {
+    pub params: CodecParams,
+    pub targets: Vec<(String, NodeId, String)>,
+    pub members: BTreeMap<NodeId, Member>,
+}
+
+/// Computes the placement from the current membership; only the leader places shards.
+pub fn placement(state: &NodeState, req: &CreateBackupRequest) -> Result<Placement, Status> {
     let metrics = state.raft.metrics().borrow().clone();
     if metrics.state != ServerState::Leader {
         return Err(redirect_to(
@@ -52,10 +58,10 @@ pub async fn create_backup(
         .map(|(id, m)| (*id, m.clone()))
         .collect();
     let sites: Vec<String> = members.values().map(|m| m.site.clone()).collect();
-    let params = codec_params(&req, &sites)?;
-    let placement = place_shards(&sites, params.data_shards, params.parity_shards)
+    let params = codec_params(req, &sites)?;
+    let sited = place_shards(&sites, params.data_shards, params.parity_shards)
         .map_err(|e| Status::failed_precondition(e.to_string()))?;
-    let targets: Vec<(String, NodeId, String)> = placement
+    let targets = sited
         .iter()
         .map(|site| {
             let (id, m) = members
@@ -65,7 +71,57 @@ pub async fn create_backup(
             Ok((site.clone(), *id, m.addr.clone()))
         })
         .collect::<Result<_, Status>>()?;
-    let file = fresh_snapshot(state, metrics.last_applied.map(|l| l.index).unwrap_or(0)).await?;
+    Ok(Placement {
+        params,
+        targets,
+        members,
+    })
+}
+
+/// Erasure-codes one object read from `source`, stores shard `i` on `targets[i]`, then the
+/// manifest (built by `describe` from the stored shards, the size and the stripe count)
+/// on every site. Returns the manifest.
+pub async fn store_object(
+    backup_id: &str,
+    source: Box<dyn Read + Send>,
+    placement: &Placement,
+    describe: impl FnOnce(Vec<ShardPlacement>, u64, u64) -> Manifest,
+) -> Result<Manifest, Status> {
+    let (stored, bytes, stripes) =
+        stream_shards(backup_id, source, placement.params, &placement.targets).await?;
+    let shards = placement
+        .targets
+        .iter()
+        .zip(stored)
+        .enumerate()
+        .map(|(i, ((site, node, addr), r))| ShardPlacement {
+            shard: i as u8,
+            site: site.clone(),
+            node: *node,
+            addr: addr.clone(),
+            bytes: r.bytes,
+            crc32c: r.crc32c,
+        })
+        .collect();
+    let manifest = describe(shards, bytes, stripes);
+    store_manifest_everywhere(&manifest, &placement.members).await?;
+    Ok(manifest)
+}
+
+/// Creates a backup of the current state; returns its manifest.
+pub async fn create_backup(
+    state: &Arc<NodeState>,
+    req: CreateBackupRequest,
+) -> Result<Manifest, Status> {
+    let placement = placement(state, &req)?;
+    let applied = state
+        .raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .map(|l| l.index)
+        .unwrap_or(0);
+    let file = fresh_snapshot(state, applied).await?;
     let header = file.header.clone();
     let (keys, digest) = read_trailer(&file.path).map_err(internal)?;
     let last = header
@@ -73,41 +129,37 @@ pub async fn create_backup(
         .last_log_id
         .ok_or_else(|| Status::failed_precondition("nothing to back up yet"))?;
     let backup_id = format!("bk-{:012}-{}", last.index, last.leader_id.term);
-    let (stored, bytes, stripes) = stream_shards(&backup_id, &file.path, params, &targets).await?;
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        backup_id: backup_id.clone(),
-        cluster_name: state.raft.config().cluster_name.clone(),
-        log_index: last.index,
-        term: last.leader_id.term,
-        hlc: header.last_hlc,
-        data_shards: params.data_shards,
-        parity_shards: params.parity_shards,
-        stripe_bytes: params.stripe_bytes,
-        objects: vec![BackupObject {
-            object_id: SNAPSHOT_OBJECT,
-            kind: "snapshot".into(),
-            bytes,
-            stripes,
-            state_digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
-            keys,
-        }],
-        shards: targets
-            .iter()
-            .zip(stored)
-            .enumerate()
-            .map(|(i, ((site, node, addr), r))| ShardPlacement {
-                shard: i as u8,
-                site: site.clone(),
-                node: *node,
-                addr: addr.clone(),
-                bytes: r.bytes,
-                crc32c: r.crc32c,
-            })
-            .collect(),
-    };
-    store_manifest_everywhere(&manifest, &members).await?;
-    Ok(manifest)
+    let source = std::fs::File::open(&file.path)
+        .map_err(|e| internal(format!("open {}: {e}", file.path.display())))?;
+    let params = placement.params;
+    let cluster_name = state.raft.config().cluster_name.clone();
+    store_object(
+        &backup_id,
+        Box::new(source),
+        &placement,
+        |shards, bytes, stripes| Manifest {
+            format: MANIFEST_FORMAT,
+            backup_id: backup_id.clone(),
+            cluster_name,
+            log_index: last.index,
+            term: last.leader_id.term,
+            hlc: header.last_hlc,
+            data_shards: params.data_shards,
+            parity_shards: params.parity_shards,
+            stripe_bytes: params.stripe_bytes,
+            objects: vec![BackupObject {
+                object_id: OBJECT_ID,
+                kind: KIND_SNAPSHOT.into(),
+                bytes,
+                stripes,
+                state_digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
+                keys,
+            }],
+            shards,
+            first_index: 0,
+        },
+    )
+    .await
 }
 
 fn codec_params(req: &CreateBackupRequest, sites: &[String]) -> Result<CodecParams, Status> {
@@ -168,11 +220,11 @@ async fn fresh_snapshot(
         .ok_or_else(|| Status::internal("snapshot vanished"))
 }
 
-/// Encodes the snapshot at `path` and streams shard `i` to `targets[i]`. Returns each
-/// node's stored size and checksum, the snapshot size and the stripe count.
+/// Encodes the object read from `source` and streams shard `i` to `targets[i]`. Returns
+/// each node's stored size and checksum, the object size and the stripe count.
 async fn stream_shards(
     backup_id: &str,
-    path: &std::path::Path,
+    source: Box<dyn Read + Send>,
     params: CodecParams,
     targets: &[(String, NodeId, String)],
 ) -> Result<(Vec<PutShardsResponse>, u64, u64), Status> {
@@ -199,8 +251,8 @@ async fn stream_shards(
                 .map(|r| r.into_inner())
         }));
     }
-    let (id, path) = (backup_id.to_string(), path.to_path_buf());
-    let encoder = tokio::task::spawn_blocking(move || encode_file(&id, &path, params, senders));
+    let id = backup_id.to_string();
+    let encoder = tokio::task::spawn_blocking(move || encode_object(&id, source, params, senders));
     let (bytes, stripes) = encoder.await.map_err(internal)??;
     let mut stored = Vec::new();
     for u in uploads {
@@ -209,30 +261,27 @@ async fn stream_shards(
     Ok((stored, bytes, stripes))
 }
 
-fn encode_file(
+fn encode_object(
     backup_id: &str,
-    path: &std::path::Path,
+    mut source: Box<dyn Read + Send>,
     params: CodecParams,
     senders: Vec<mpsc::Sender<ShardChunk>>,
 ) -> Result<(u64, u64), Status> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| internal(format!("open {}: {e}", path.display())))?;
     let mut buf = vec![0u8; params.stripe_bytes as usize];
     let (mut bytes, mut stripe) = (0u64, 0u64);
     loop {
-        let n = read_full(&mut file, &mut buf)
-            .map_err(|e| internal(format!("read {}: {e}", path.display())))?;
+        let n = read_full(&mut source, &mut buf)
+            .map_err(|e| internal(format!("read backup {backup_id}: {e}")))?;
         if n == 0 {
             return Ok((bytes, stripe));
         }
-        let records =
-            encode_stripe(&params, SNAPSHOT_OBJECT, stripe, &buf[..n]).map_err(internal)?;
+        let records = encode_stripe(&params, OBJECT_ID, stripe, &buf[..n]).map_err(internal)?;
         for (i, record) in records.into_iter().enumerate() {
             let mut data = Vec::with_capacity(record.encoded_len());
             record.write_to(&mut data).map_err(internal)?;
             let chunk = ShardChunk {
                 backup_id: backup_id.to_string(),
-                object_id: SNAPSHOT_OBJECT,
+                object_id: OBJECT_ID,
                 shard: i as u32,
                 data,
             };
@@ -245,7 +294,7 @@ fn encode_file(
     }
 }
 
-fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full(file: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..])? {

@@ -54,6 +54,38 @@ pub struct NodeConfigFile {
     /// Raft timing and log settings.
     #[serde(default)]
     pub raft: RaftSettings,
+    /// Continuous log archive settings.
+    #[serde(default)]
+    pub archive: ArchiveSettings,
+}
+
+/// The continuous log archive, run by the leader: committed entries are erasure-coded
+/// across sites like backups, so losing every live replica loses at most about one
+/// interval of acknowledged writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSettings {
+    /// Archive new committed entries this often; 0 turns the archive off (and with it the
+    /// hold on log purging). Default: 1000.
+    pub interval_ms: u64,
+    /// Most entries per archive segment. Default: 50000.
+    pub segment_entries_max: u64,
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        ArchiveSettings {
+            interval_ms: 1000,
+            segment_entries_max: 50_000,
+        }
+    }
+}
+
+impl ArchiveSettings {
+    /// Whether the archive runs.
+    pub fn enabled(&self) -> bool {
+        self.interval_ms > 0
+    }
 }
 
 /// One bootstrap member.
@@ -117,6 +149,7 @@ pub struct NodeConfig {
     pub cluster_name: String,
     pub initial_members: BTreeMap<NodeId, Member>,
     pub raft: RaftSettings,
+    pub archive: ArchiveSettings,
 }
 
 impl NodeConfig {
@@ -247,6 +280,9 @@ impl NodeConfigFile {
         {
             return Err("raft: snapshot_logs_since_last and append_entries_max must be > 0, segment_bytes_max >= 4096".into());
         }
+        if self.archive.enabled() && self.archive.segment_entries_max == 0 {
+            return Err("archive: segment_entries_max must be > 0".into());
+        }
         let config = NodeConfig {
             id: self.id,
             member,
@@ -256,6 +292,7 @@ impl NodeConfigFile {
             cluster_name: self.cluster_name,
             initial_members: initial,
             raft: self.raft,
+            archive: self.archive,
         };
         config.openraft().map_err(|e| format!("raft: {e}"))?;
         Ok(config)

@@ -66,7 +66,7 @@ pub async fn run(
         })?;
     }
     let planted_bug = crate::planted::from_env().map_err(NodeError::PlantedBug)?;
-    let log = LogStore::open(
+    let mut log = LogStore::open(
         &log_dir,
         SegmentLogOptions {
             segment_bytes_max: config.raft.segment_bytes_max,
@@ -75,6 +75,11 @@ pub async fn run(
     let log_hlc = log.hlc_watermark();
     let sm = StateMachineStore::open(&sm_dir)?;
     let view = sm.view();
+    let archived = sm.archived_through();
+    if config.archive.enabled() {
+        log.limit_purge_to(archived.clone());
+    }
+    let log_reader = log.reader();
     let raft_config = Arc::new(config.openraft().map_err(NodeError::RaftConfig)?);
     let raft = Raft::new(config.id, raft_config, PeerNetwork, log, sm)
         .await
@@ -92,7 +97,15 @@ pub async fn run(
         propose: Default::default(),
         transferring: Default::default(),
         planted_bug,
+        log: log_reader,
+        archived,
+        archive_enabled: config.archive.enabled(),
+        archive_status: Default::default(),
     });
+    let archiver = config
+        .archive
+        .enabled()
+        .then(|| crate::archiver::spawn(state.clone(), config.archive.clone()));
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| NodeError::Listen {
@@ -101,6 +114,9 @@ pub async fn run(
         })?;
     info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
     let served = serve(state, listener, shutdown).await;
+    if let Some(archiver) = archiver {
+        archiver.abort();
+    }
     info!("stopping raft");
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");

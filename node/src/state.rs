@@ -34,6 +34,13 @@ pub struct NodeState {
     pub transferring: AtomicBool,
     /// A deliberately broken behaviour for checker tests (see `planted`); None in production.
     pub planted_bug: Option<crate::planted::PlantedBug>,
+    /// The in-memory log (for the archiver).
+    pub log: reprise_storage::log::store::LogReader,
+    /// Highest log index recorded as archived (applied `ArchiveMark`s).
+    pub archived: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether this node runs the log archive when leader.
+    pub archive_enabled: bool,
+    pub archive_status: crate::archiver::SharedArchiveStatus,
 }
 
 /// A committed and applied write.

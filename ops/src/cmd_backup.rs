@@ -13,7 +13,7 @@ use reprise_api::pb::backup::{
 };
 use reprise_api::Client;
 use reprise_storage::backup::manifest::Manifest;
-use reprise_storage::backup::reconstruct::{rebuild, Rebuilt};
+use reprise_storage::backup::reconstruct::{rebuild, Rebuilt, ReconstructError};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
@@ -170,8 +170,10 @@ async fn list(client: &Client, format: Format) -> CliResult {
                 .or_default() += b.shards.len();
         }
     }
+    let archive = archive_summary(manifests.values().filter(|m| m.is_log_segment()), &present);
     let rows: Vec<ListRow> = manifests
         .values()
+        .filter(|m| !m.is_log_segment())
         .map(|m| {
             let per_site = present.get(&m.backup_id).cloned().unwrap_or_default();
             ListRow {
@@ -187,7 +189,7 @@ async fn list(client: &Client, format: Format) -> CliResult {
         })
         .collect();
     match format {
-        Format::Json => print_json(&rows),
+        Format::Json => print_json(&serde_json::json!({ "backups": rows, "archive": archive })),
         Format::Table => {
             let table: Vec<Vec<String>> = rows
                 .iter()
@@ -213,8 +215,93 @@ async fn list(client: &Client, format: Format) -> CliResult {
                 ],
                 &table,
             );
+            print_archive(&archive);
             Ok(())
         }
+    }
+}
+
+/// The log archive as `backup list` shows it: one line, not one row per segment.
+#[derive(Serialize)]
+struct ArchiveSummary {
+    segments: usize,
+    first_index: Option<u64>,
+    last_index: Option<u64>,
+    /// Stamp of the newest archived write: the newest instant a restore can reach.
+    newest_hlc: u64,
+    newest_instant: Option<String>,
+    bytes: u64,
+    /// Ranges of log indices in no segment, between the first and the last.
+    gaps: Vec<(u64, u64)>,
+    /// Segments with fewer shards present than placed, and the fewest sites any segment
+    /// can still lose.
+    degraded_segments: usize,
+    survives_site_losses: Option<usize>,
+}
+
+fn archive_summary<'a>(
+    segments: impl Iterator<Item = &'a Manifest>,
+    present: &BTreeMap<String, BTreeMap<String, usize>>,
+) -> ArchiveSummary {
+    let mut segs: Vec<&Manifest> = segments.collect();
+    segs.sort_by_key(|m| (m.first_index, m.log_index));
+    let mut gaps = Vec::new();
+    let mut reach: Option<u64> = None;
+    for m in &segs {
+        if let Some(r) = reach {
+            if m.first_index > r + 1 {
+                gaps.push((r + 1, m.first_index - 1));
+            }
+        }
+        reach = Some(reach.unwrap_or(0).max(m.log_index));
+    }
+    let newest_hlc = segs.iter().map(|m| m.hlc).max().unwrap_or(0);
+    ArchiveSummary {
+        segments: segs.len(),
+        first_index: segs.first().map(|m| m.first_index),
+        last_index: reach,
+        newest_hlc,
+        newest_instant: (newest_hlc > 0).then(|| crate::cmd_restore::hlc_instant(newest_hlc)),
+        bytes: segs
+            .iter()
+            .flat_map(|m| m.objects.iter())
+            .map(|o| o.bytes)
+            .sum(),
+        gaps,
+        degraded_segments: segs
+            .iter()
+            .filter(|m| {
+                let held: usize = present
+                    .get(&m.backup_id)
+                    .map(|p| p.values().sum())
+                    .unwrap_or(0);
+                held < m.shards.len()
+            })
+            .count(),
+        survives_site_losses: segs.iter().map(|m| m.survivable_site_losses()).min(),
+    }
+}
+
+fn print_archive(a: &ArchiveSummary) {
+    match (a.first_index, a.last_index) {
+        (Some(first), Some(last)) => {
+            println!(
+                "log archive: {} segment(s), indices {first}..={last}, {} bytes, newest write {}",
+                a.segments,
+                a.bytes,
+                a.newest_instant.as_deref().unwrap_or("-")
+            );
+            for (from, to) in &a.gaps {
+                println!("  gap: entries {from}..={to} are in no segment");
+            }
+            if a.degraded_segments > 0 {
+                println!(
+                    "  warning: {} segment(s) have shards missing on some site",
+                    a.degraded_segments
+                );
+            }
+        }
+        _ => println!("log archive: empty"),
     }
 }
 
@@ -281,11 +368,19 @@ pub async fn fetch_and_rebuild(
     client: &Client,
     id: &str,
     out: &Path,
-) -> CliResult<(
-    Manifest,
-    Result<Rebuilt, reprise_storage::backup::reconstruct::ReconstructError>,
-)> {
+) -> CliResult<(Manifest, Result<Rebuilt, ReconstructError>)> {
     let manifest = find_manifest(client, id).await?;
+    let result = rebuild_object(&manifest, out).await?;
+    Ok((manifest, result))
+}
+
+/// Fetches the shards `manifest` places (from the nodes it names) and rebuilds its object
+/// into `out`; a shard that cannot be fetched counts as missing.
+pub async fn rebuild_object(
+    manifest: &Manifest,
+    out: &Path,
+) -> CliResult<Result<Rebuilt, ReconstructError>> {
+    let id = &manifest.backup_id;
     let scratch = tempdir()?;
     let object = manifest
         .objects
@@ -301,7 +396,21 @@ pub async fn fetch_and_rebuild(
         .await
         .context("rebuild task")?;
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok((manifest, result))
+    Ok(result)
+}
+
+/// Every manifest (snapshot backups and log archive segments) any reachable site holds,
+/// one per backup id.
+pub async fn all_manifests(client: &Client) -> CliResult<Vec<Manifest>> {
+    let mut by_id: BTreeMap<String, Manifest> = BTreeMap::new();
+    for node in holdings(client).await? {
+        for b in node.backups {
+            if let Ok(m) = Manifest::from_json(&b.manifest_json) {
+                by_id.entry(m.backup_id.clone()).or_insert(m);
+            }
+        }
+    }
+    Ok(by_id.into_values().collect())
 }
 
 /// The newest backup (highest log index) any site holds a manifest for.
@@ -310,6 +419,9 @@ pub async fn latest_backup(client: &Client) -> CliResult<String> {
     for node in holdings(client).await? {
         for b in node.backups {
             if let Ok(m) = Manifest::from_json(&b.manifest_json) {
+                if m.is_log_segment() {
+                    continue;
+                }
                 if best.as_ref().is_none_or(|x| m.log_index > x.log_index) {
                     best = Some(m);
                 }
@@ -398,10 +510,11 @@ fn print_verify(manifest: &Manifest, out: &VerifyOut<'_>) {
 
 /// A fresh scratch directory.
 pub fn tempdir() -> anyhow::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "reprise-verify-{}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     Ok(dir)

@@ -81,6 +81,21 @@ pub struct ClusterStatus {
     pub term: u64,
     pub members: Vec<MemberStatus>,
     pub fault_tolerance: FaultTolerance,
+    pub archive: ArchiveStatus,
+}
+
+/// The log archive as the leader (or the best reachable node) reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveStatus {
+    pub enabled: bool,
+    /// Highest log index stored in the archive on every site.
+    pub archived_index: u64,
+    /// Applied entries not yet archived (trailing archive marks count too).
+    pub lag_entries: u64,
+    /// Milliseconds since the archive last caught up (leader only; None = not known).
+    pub behind_ms: Option<u64>,
+    /// The last archiving error, if the last attempt failed.
+    pub error: Option<String>,
 }
 
 /// Finds the leader's view (or any node's when there is no leader) through `client`.
@@ -138,7 +153,15 @@ pub async fn gather(client: &Client) -> CliResult<ClusterStatus> {
         });
     }
     let ft = fault_tolerance(members.iter().filter(|m| m.voter).map(|m| m.site.as_str()));
+    let archive = ArchiveStatus {
+        enabled: view.archive_enabled,
+        archived_index: view.archived_index,
+        lag_entries: view.applied_index.saturating_sub(view.archived_index),
+        behind_ms: view.archive_behind_ms.filter(|ms| *ms != u64::MAX),
+        error: (!view.archive_error.is_empty()).then(|| view.archive_error.clone()),
+    };
     Ok(ClusterStatus {
+        archive,
         cluster_name: view.cluster_name,
         leader,
         term,
@@ -199,6 +222,22 @@ fn print_status(s: &ClusterStatus) {
         ],
         &rows,
     );
+    let a = &s.archive;
+    if a.enabled {
+        println!(
+            "log archive: through index {} ({} entries behind{})",
+            a.archived_index,
+            a.lag_entries,
+            a.behind_ms
+                .map(|ms| format!(", caught up {ms} ms ago"))
+                .unwrap_or_default()
+        );
+        if let Some(e) = &a.error {
+            println!("warning: the log archive is falling behind: {e}");
+        }
+    } else {
+        println!("log archive: off (archive.interval_ms = 0)");
+    }
     for w in &ft.warnings {
         println!("warning: {w}");
     }

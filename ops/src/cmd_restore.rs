@@ -1,29 +1,49 @@
-//! `reprise restore`: rebuild a backup from any k shards of each stripe and start a fresh
-//! local cluster from it. The restored cluster is a new epoch: new node ids and addresses,
-//! its own cluster name, so a client of the old cluster cannot mix the two silently.
+//! `reprise restore`: point-in-time restore into a fresh local cluster. Picks the newest
+//! snapshot backup at or before the target (`--at TIME`, `--index N`, `--latest`, or
+//! exactly one `--backup ID`), rebuilds it and the log archive segments after it from any
+//! k shards of each stripe, replays the archived entries up to the target, and starts a
+//! fresh cluster from the result. The restored cluster is a new epoch: new node ids,
+//! addresses and cluster name, so a client of the old cluster cannot mix the two.
+//!
+//! Everything is staged under `INTO/.staging`; if any step fails, what this command
+//! created is removed and no cluster is started.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use clap::Args;
+use rand::Rng;
 use reprise_chaos::backend::local::{self, LocalSpec, CLUSTER_FILE};
+use reprise_storage::backup::archive::Segment;
+use reprise_storage::backup::manifest::Manifest;
+use reprise_storage::backup::reconstruct::ShardHealth;
+use reprise_storage::backup::restore::{plan, replay, Plan, RestoreError, Target};
 use serde::Serialize;
 
 use crate::cli::Global;
-use crate::cmd_backup::{fetch_and_rebuild, latest_backup};
+use crate::cmd_backup::{all_manifests, rebuild_object};
 use crate::cmd_local::this_exe;
 use crate::output::{print_json, CliError, CliResult, Format};
 
 /// Restore options.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("point").required(true).args(["at", "index", "latest", "backup"])))]
 pub struct RestoreArgs {
-    /// Restore this backup.
-    #[arg(long, conflicts_with = "latest", required_unless_present = "latest")]
-    pub backup: Option<String>,
-    /// Restore the newest backup any site holds.
+    /// Restore the state as of this instant (RFC 3339, e.g. 2026-11-22T03:12:45.250Z):
+    /// every write stamped at or before it, nothing after.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Restore the state right after log index N.
+    #[arg(long)]
+    pub index: Option<u64>,
+    /// Restore the newest state the backups and the log archive hold.
     #[arg(long)]
     pub latest: bool,
+    /// Restore exactly this snapshot backup (no log replay).
+    #[arg(long)]
+    pub backup: Option<String>,
     /// Directory for the restored cluster (must not hold a cluster yet).
     #[arg(long)]
     pub into: PathBuf,
@@ -33,14 +53,35 @@ pub struct RestoreArgs {
     pub nodes_per_site: u32,
 }
 
+/// A shard found missing or damaged while rebuilding one backup object.
+#[derive(Serialize)]
+struct DamagedShard {
+    backup_id: String,
+    shard: u8,
+    site: String,
+    problem: String,
+}
+
 #[derive(Serialize)]
 struct RestoreOut {
-    backup_id: String,
+    target: Target,
+    /// The snapshot backup the restore started from (None: from an empty state).
+    base_backup: Option<String>,
+    segments_replayed: usize,
+    entries_replayed: u64,
+    /// Exact point restored to: the last log index and the stamp of the last write in it.
     log_index: u64,
     hlc: u64,
-    bytes: u64,
+    restored_to: String,
+    /// The target lies after the end of the log archive: writes after `restored_to` are in
+    /// no backup.
+    archive_ends_before_target: bool,
+    keys: u64,
     state_digest: String,
+    bytes_fetched: u64,
+    damaged_shards: Vec<DamagedShard>,
     rebuild_ms: u128,
+    replay_ms: u128,
     total_ms: u128,
     rebuild_mb_per_s: f64,
     cluster_name: String,
@@ -48,80 +89,282 @@ struct RestoreOut {
     cluster_file: PathBuf,
 }
 
+/// Formats an HLC stamp's physical part as an RFC 3339 instant (milliseconds, UTC).
+pub fn hlc_instant(hlc: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(hlc >> 16);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn parse_target(args: &RestoreArgs) -> CliResult<Target> {
+    if let Some(at) = &args.at {
+        let t = humantime::parse_rfc3339_weak(at).map_err(|e| {
+            CliError::Runtime(anyhow!(
+                "--at {at:?}: {e} (expected RFC 3339, e.g. 2026-11-22T03:12:45.250Z)"
+            ))
+        })?;
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| CliError::Runtime(anyhow!("--at {at:?} is before 1970")))?
+            .as_millis();
+        if t > SystemTime::now() + Duration::from_secs(24 * 3600) {
+            return Err(CliError::Runtime(anyhow!("--at {at:?} is in the future")));
+        }
+        return Ok(Target::at_unix_ms(ms as u64));
+    }
+    if let Some(n) = args.index {
+        return Ok(Target::Index(n));
+    }
+    Ok(Target::Latest)
+}
+
 /// Runs `reprise restore`.
 pub async fn run(args: RestoreArgs, global: &Global) -> CliResult {
-    let started = Instant::now();
-    let client = global.client()?;
-    let id = match &args.backup {
-        Some(id) => id.clone(),
-        None => latest_backup(&client).await?,
-    };
-    if local::ClusterFile::read(&args.into).is_ok() {
+    if local::ClusterFile::read(&args.into).is_ok()
+        || local::ClusterFile::read(&args.into.join("cluster")).is_ok()
+    {
         return Err(anyhow!(
             "{} already holds a cluster ({CLUSTER_FILE}); restore into a new directory",
             args.into.display()
         )
         .into());
     }
-    std::fs::create_dir_all(&args.into)
-        .with_context(|| format!("create {}", args.into.display()))?;
-    let snapshot = args.into.join(format!("{id}.snap"));
-    if global.output == Format::Table {
-        eprintln!("restoring backup {id}: fetching shards from every site and rebuilding...");
+    let target = parse_target(&args)?;
+    let client = global.client()?;
+    let manifests = all_manifests(&client).await?;
+    let restore_plan = match &args.backup {
+        Some(id) => Plan {
+            base: Some(
+                manifests
+                    .iter()
+                    .find(|m| &m.backup_id == id && !m.is_log_segment())
+                    .cloned()
+                    .ok_or_else(|| {
+                        CliError::NotFound(format!(
+                            "no site holds a manifest for snapshot backup {id:?}"
+                        ))
+                    })?,
+            ),
+            segments: Vec::new(),
+            archive_ends_before_target: false,
+        },
+        None => plan(&manifests, target).map_err(|e| match e {
+            RestoreError::NothingToRestore => CliError::NotFound(e.to_string()),
+            other => CliError::NotApplied(format!("cannot restore: {other}")),
+        })?,
+    };
+    let created_into = !args.into.exists();
+    let staging = args.into.join(".staging");
+    let result = restore(&args, target, &restore_plan, &staging, global).await;
+    let _ = std::fs::remove_dir_all(&staging);
+    if result.is_err() && created_into {
+        let _ = std::fs::remove_dir_all(&args.into);
     }
-    let (manifest, rebuilt) = fetch_and_rebuild(&client, &id, &snapshot).await?;
-    let rebuilt = rebuilt
-        .map_err(|e| CliError::NotApplied(format!("backup {id} cannot be restored: {e}")))?;
-    if !rebuilt.digest_matches {
-        return Err(CliError::NotApplied(format!(
-            "backup {id}: rebuilt state checksum differs from the manifest; refusing to restore"
-        )));
+    let out = result?;
+    match global.output {
+        Format::Json => print_json(&out),
+        Format::Table => {
+            print_summary(&out);
+            Ok(())
+        }
     }
-    let rebuild_ms = started.elapsed().as_millis();
-    if global.output == Format::Table {
+}
+
+async fn restore(
+    args: &RestoreArgs,
+    target: Target,
+    p: &Plan,
+    staging: &Path,
+    global: &Global,
+) -> CliResult<RestoreOut> {
+    let started = Instant::now();
+    let show = global.output == Format::Table;
+    std::fs::create_dir_all(staging).with_context(|| format!("create {}", staging.display()))?;
+    if show {
         eprintln!(
-            "rebuilt {} bytes in {rebuild_ms} ms; starting a fresh cluster from it...",
-            rebuilt.bytes
+            "restore plan: {} then {} log archive segment(s) up to index {}",
+            p.base
+                .as_ref()
+                .map(|b| format!("snapshot backup {} (index {})", b.backup_id, b.log_index))
+                .unwrap_or_else(|| "an empty state".into()),
+            p.segments.len(),
+            p.reach()
         );
     }
-    let cluster_name = format!("restored-{id}");
+    let mut damaged = Vec::new();
+    let mut bytes_fetched = 0u64;
+    let base = match &p.base {
+        Some(m) => {
+            if show {
+                eprintln!(
+                    "rebuilding snapshot backup {} from every site...",
+                    m.backup_id
+                );
+            }
+            let path = staging.join("base.snap");
+            let rebuilt = rebuild_object(m, &path).await?.map_err(|e| {
+                CliError::NotApplied(format!("backup {} cannot be restored: {e}", m.backup_id))
+            })?;
+            if !rebuilt.digest_matches {
+                return Err(CliError::NotApplied(format!(
+                    "backup {}: rebuilt state checksum differs from the manifest; refusing to restore",
+                    m.backup_id
+                )));
+            }
+            note_damage(m, &rebuilt.shards, &mut damaged);
+            bytes_fetched += rebuilt.bytes;
+            Some(path)
+        }
+        None => None,
+    };
+    let mut segment_files = Vec::new();
+    let tty = show && std::io::stderr().is_terminal();
+    for (i, m) in p.segments.iter().enumerate() {
+        if tty {
+            eprint!(
+                "\rrebuilding log archive segment {}/{}",
+                i + 1,
+                p.segments.len()
+            );
+        }
+        let path = staging.join(format!("{}.seg", m.backup_id));
+        let rebuilt = rebuild_object(m, &path).await?.map_err(|e| {
+            CliError::NotApplied(format!(
+                "log archive segment {} cannot be restored: {e}",
+                m.backup_id
+            ))
+        })?;
+        if !rebuilt.digest_matches {
+            return Err(CliError::NotApplied(format!(
+                "log archive segment {}: rebuilt bytes differ from the manifest's checksum; refusing to restore",
+                m.backup_id
+            )));
+        }
+        note_damage(m, &rebuilt.shards, &mut damaged);
+        bytes_fetched += rebuilt.bytes;
+        segment_files.push((m.backup_id.clone(), path));
+    }
+    if tty {
+        eprintln!();
+    }
+    let rebuild_ms = started.elapsed().as_millis();
+    if show {
+        eprintln!(
+            "rebuilt {bytes_fetched} bytes in {rebuild_ms} ms; replaying archived entries..."
+        );
+    }
+    let replay_started = Instant::now();
+    let segments = segment_files.into_iter().map(|(id, path)| {
+        let bytes = std::fs::read(&path).map_err(|source| RestoreError::Io {
+            what: "read",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Segment::decode(&id, &bytes)?)
+    });
+    let replayed = replay(base.as_deref(), segments, target, &staging.join("replay"))
+        .await
+        .map_err(|e| CliError::NotApplied(format!("cannot restore: {e}")))?;
+    let replay_ms = replay_started.elapsed().as_millis();
+    if show {
+        eprintln!(
+            "replayed {} entries in {replay_ms} ms; starting a fresh cluster from index {}...",
+            replayed.entries_replayed, replayed.last_index
+        );
+    }
+    let cluster_name = format!(
+        "restored-{}-{:06x}",
+        replayed.last_index,
+        rand::rng().random_range(0..0x100_0000u32)
+    );
     let spec = LocalSpec {
         cluster_name: Some(cluster_name.clone()),
-        seed_snapshot: Some(snapshot.clone()),
+        seed_snapshot: Some(replayed.snapshot.clone()),
         ..LocalSpec::new(args.sites, args.nodes_per_site)
     };
     let mut cluster = local::up(&this_exe()?, &args.into.join("cluster"), &spec)
         .await
         .map_err(anyhow::Error::from)?;
     cluster.detach();
-    let out = RestoreOut {
-        backup_id: id,
-        log_index: manifest.log_index,
-        hlc: manifest.hlc,
-        bytes: rebuilt.bytes,
-        state_digest: rebuilt.state_digest.clone(),
+    Ok(RestoreOut {
+        target,
+        base_backup: p.base.as_ref().map(|b| b.backup_id.clone()),
+        segments_replayed: p.segments.len(),
+        entries_replayed: replayed.entries_replayed,
+        log_index: replayed.last_index,
+        hlc: replayed.last_hlc,
+        restored_to: hlc_instant(replayed.last_hlc),
+        archive_ends_before_target: p.archive_ends_before_target,
+        keys: replayed.keys,
+        state_digest: replayed.state_digest,
+        bytes_fetched,
+        damaged_shards: damaged,
         rebuild_ms,
+        replay_ms,
         total_ms: started.elapsed().as_millis(),
-        rebuild_mb_per_s: rebuilt.bytes as f64 / 1e6 / (rebuild_ms.max(1) as f64 / 1000.0),
+        rebuild_mb_per_s: bytes_fetched as f64 / 1e6 / (rebuild_ms.max(1) as f64 / 1000.0),
         cluster_name,
         endpoints: cluster.file.endpoints(),
         cluster_file: cluster.dir.join(CLUSTER_FILE),
-    };
-    match global.output {
-        Format::Json => print_json(&out),
-        Format::Table => {
-            println!(
-                "restored backup {} (log index {}, hlc {}) into cluster {}",
-                out.backup_id, out.log_index, out.hlc, out.cluster_name
-            );
-            println!(
-                "  {} bytes rebuilt in {} ms ({:.1} MB/s); cluster serving after {} ms",
-                out.bytes, out.rebuild_ms, out.rebuild_mb_per_s, out.total_ms
-            );
-            println!("  state checksum {}", out.state_digest);
-            println!("  described in {}", out.cluster_file.display());
-            println!("export REPRISE_ENDPOINTS={}", out.endpoints);
-            Ok(())
-        }
+    })
+}
+
+fn note_damage(m: &Manifest, shards: &[ShardHealth], out: &mut Vec<DamagedShard>) {
+    for h in shards {
+        let problem = match (&h.problem, h.present) {
+            (_, false) => "missing".to_string(),
+            (Some(p), true) => p.clone(),
+            (None, true) => continue,
+        };
+        out.push(DamagedShard {
+            backup_id: m.backup_id.clone(),
+            shard: h.shard,
+            site: m
+                .shards
+                .iter()
+                .find(|s| s.shard == h.shard)
+                .map(|s| s.site.clone())
+                .unwrap_or_else(|| "?".into()),
+            problem,
+        });
     }
+}
+
+fn print_summary(out: &RestoreOut) {
+    println!(
+        "restored to {} (log index {}) into cluster {}",
+        out.restored_to, out.log_index, out.cluster_name
+    );
+    println!(
+        "  from {} + {} archive segment(s): {} entries replayed, {} keys",
+        out.base_backup
+            .as_deref()
+            .map(|b| format!("backup {b}"))
+            .unwrap_or_else(|| "an empty state".into()),
+        out.segments_replayed,
+        out.entries_replayed,
+        out.keys
+    );
+    if out.archive_ends_before_target {
+        println!(
+            "  warning: the log archive ends at {}; later writes are in no backup",
+            out.restored_to
+        );
+    }
+    let mut sites: Vec<&str> = out.damaged_shards.iter().map(|d| d.site.as_str()).collect();
+    sites.sort_unstable();
+    sites.dedup();
+    if !out.damaged_shards.is_empty() {
+        println!(
+            "  {} shard(s) missing or damaged (sites: {}); rebuilt from parity",
+            out.damaged_shards.len(),
+            sites.join(", ")
+        );
+    }
+    println!(
+        "  {} bytes rebuilt in {} ms ({:.1} MB/s), replay {} ms, serving after {} ms",
+        out.bytes_fetched, out.rebuild_ms, out.rebuild_mb_per_s, out.replay_ms, out.total_ms
+    );
+    println!("  state checksum {}", out.state_digest);
+    println!("  described in {}", out.cluster_file.display());
+    println!("export REPRISE_ENDPOINTS={}", out.endpoints);
 }

@@ -25,6 +25,9 @@ pub enum Operation {
     Delete { key: Vec<u8> },
     /// Compare-and-swap over several keys at once.
     Txn(Txn),
+    /// Every entry up to `through` is stored in the log archive on every site; logs may
+    /// be purged up to there. Changes no user data.
+    ArchiveMark { through: u64 },
 }
 
 /// A transaction: if every compare holds, run `success`, otherwise run `failure`.

@@ -50,7 +50,7 @@ pub struct Manifest {
     pub format: u32,
     pub backup_id: String,
     pub cluster_name: String,
-    /// Log index and term of the snapshot.
+    /// Log index and term of the snapshot; for a log archive segment, of its last entry.
     pub log_index: u64,
     pub term: u64,
     /// Highest HLC stamp applied in the snapshot (the instant it represents).
@@ -60,7 +60,15 @@ pub struct Manifest {
     pub stripe_bytes: u32,
     pub objects: Vec<BackupObject>,
     pub shards: Vec<ShardPlacement>,
+    /// For a log archive segment: its first log index (0 for snapshot backups).
+    #[serde(default)]
+    pub first_index: u64,
 }
+
+/// Object kind of a state snapshot.
+pub const KIND_SNAPSHOT: &str = "snapshot";
+/// Object kind of a log archive segment.
+pub const KIND_LOG: &str = "log";
 
 impl Manifest {
     pub fn to_json(&self) -> String {
@@ -75,6 +83,11 @@ impl Manifest {
             return Err(ManifestError::Format(m.format));
         }
         Ok(m)
+    }
+
+    /// Whether this is a log archive segment (otherwise a snapshot backup).
+    pub fn is_log_segment(&self) -> bool {
+        self.objects.first().is_some_and(|o| o.kind == KIND_LOG)
     }
 
     /// How many whole sites can be lost with the backup still restorable: sites are lost
@@ -169,6 +182,7 @@ mod tests {
             stripe_bytes: 1024,
             objects: vec![],
             shards: vec![shard(0, "a"), shard(1, "b"), shard(2, "c")],
+            first_index: 0,
         };
         assert_eq!(m.survivable_site_losses(), 1);
         m.data_shards = 3;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::codec::{decode_stripe, CodecError, CodecParams, ShardRecord};
-use super::manifest::{BackupObject, Manifest};
+use super::manifest::{BackupObject, Manifest, KIND_SNAPSHOT};
 use crate::snapshot::SnapshotReader;
 
 /// Why an object could not be rebuilt.
@@ -176,10 +176,10 @@ pub fn rebuild(
             return Err(e);
         }
     };
-    let state_digest = if object.kind == "snapshot" {
+    let state_digest = if object.kind == KIND_SNAPSHOT {
         verify_snapshot(&tmp)?
     } else {
-        String::new()
+        file_digest(&tmp)?
     };
     std::fs::rename(&tmp, out).map_err(|source| ReconstructError::Io {
         what: "rename",
@@ -193,6 +193,22 @@ pub fn rebuild(
         digest_matches: state_digest == object.state_digest,
         state_digest,
     })
+}
+
+/// blake3 (hex) of a whole file: the digest recorded for objects other than snapshots.
+fn file_digest(path: &Path) -> Result<String, ReconstructError> {
+    let mut hasher = blake3::Hasher::new();
+    let mut file = File::open(path).map_err(|source| ReconstructError::Io {
+        what: "open",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::io::copy(&mut file, &mut hasher).map_err(|source| ReconstructError::Io {
+        what: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// Reads a rebuilt snapshot end to end; returns its recomputed state digest (hex).

@@ -57,6 +57,21 @@ impl LogReader {
         // because every critical section is a plain map update.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Up to `max` entries from index `from` on, in order (fewer when the log ends).
+    pub fn entries_from(&self, from: u64, max: usize) -> Vec<Entry> {
+        self.lock()
+            .entries
+            .range(from..)
+            .take(max)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// The index of the last purged entry (0 when nothing was purged).
+    pub fn purged_index(&self) -> u64 {
+        self.lock().last_purged.map(|l| l.index).unwrap_or(0)
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -82,6 +97,7 @@ pub struct LogStore {
     thread: Option<JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
     hlc_watermark: Arc<AtomicU64>,
+    purge_limit: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -120,7 +136,20 @@ impl LogStore {
             thread: Some(thread),
             syncs,
             hlc_watermark: Arc::new(AtomicU64::new(highest)),
+            purge_limit: Arc::new(AtomicU64::new(u64::MAX)),
         })
+    }
+
+    /// Never purge past `limit` (read at every purge): with a log archive, entries not yet
+    /// archived must stay. openraft still believes it purged what it asked for; the entries
+    /// kept are only served to nobody and purged at a later request. No limit by default.
+    pub fn limit_purge_to(&mut self, limit: Arc<AtomicU64>) {
+        self.purge_limit = limit;
+    }
+
+    /// A handle reading the entries kept in memory (shared with openraft's reader).
+    pub fn reader(&self) -> LogReader {
+        self.reader.clone()
     }
 
     /// The highest HLC stamp of any command ever appended to this log (shared, updated on
@@ -313,6 +342,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        let limit = self.purge_limit.load(Ordering::Acquire);
+        let log_id = if log_id.index <= limit {
+            log_id
+        } else {
+            match self.reader.lock().entries.get(&limit) {
+                Some(kept) => kept.log_id,
+                // The limit is at or below what was already purged: nothing to do.
+                None => return Ok(()),
+            }
+        };
         {
             let mut inner = self.reader.lock();
             let keep = inner.entries.split_off(&(log_id.index + 1));

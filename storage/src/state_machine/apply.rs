@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use openraft::EntryPayload;
 
-use super::keyspace::{data_key, META_APPLIED, META_LAST_HLC, META_MEMBERSHIP};
+use super::keyspace::{data_key, META_APPLIED, META_ARCHIVED, META_LAST_HLC, META_MEMBERSHIP};
 use super::value::StoredValue;
 use super::view::KvView;
 use crate::command::{
@@ -22,6 +22,8 @@ pub(crate) struct ApplyBatch<'a> {
     applied: Option<LogId>,
     membership: Option<StoredMembership>,
     last_hlc: u64,
+    /// Set when the batch holds an archive mark: the highest `through` seen.
+    archived: Option<u64>,
 }
 
 impl<'a> ApplyBatch<'a> {
@@ -32,6 +34,7 @@ impl<'a> ApplyBatch<'a> {
             applied: None,
             membership: None,
             last_hlc: view.last_hlc()?,
+            archived: None,
         })
     }
 
@@ -56,6 +59,10 @@ impl<'a> ApplyBatch<'a> {
         self.last_hlc = self.last_hlc.max(cmd.hlc);
         let outcome = match &cmd.op {
             Operation::Noop => Outcome::Nothing,
+            Operation::ArchiveMark { through } => {
+                self.archived = Some(self.archived.unwrap_or(0).max(*through));
+                Outcome::Nothing
+            }
             Operation::Put { key, value } => Outcome::Put {
                 version: self.put(key, value, index, cmd.hlc)?,
             },
@@ -143,7 +150,8 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// Writes every effect plus the applied id, membership and HLC in one atomic batch.
-    pub(crate) fn commit(self) -> Result<(), StateMachineError> {
+    /// Returns the archive mark the batch raised, if any.
+    pub(crate) fn commit(self) -> Result<Option<u64>, StateMachineError> {
         let mut batch = sled::Batch::default();
         for (key, value) in &self.overlay {
             match value {
@@ -156,9 +164,18 @@ impl<'a> ApplyBatch<'a> {
             batch.insert(META_MEMBERSHIP, encode_meta(m)?);
         }
         batch.insert(META_LAST_HLC, encode_meta(&self.last_hlc)?);
+        let archived = match self.archived {
+            Some(through) => {
+                let stored = self.view.meta::<u64>(META_ARCHIVED)?.unwrap_or(0);
+                let raised = stored.max(through);
+                batch.insert(META_ARCHIVED, encode_meta(&raised)?);
+                Some(raised)
+            }
+            None => None,
+        };
         let _gate = self.view.write_gate();
         self.view.tree.apply_batch(batch)?;
-        Ok(())
+        Ok(archived)
     }
 }
 

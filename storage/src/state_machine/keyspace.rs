@@ -10,6 +10,9 @@ pub const META_APPLIED: &[u8] = b"m/applied";
 pub const META_MEMBERSHIP: &[u8] = b"m/membership";
 /// Highest HLC stamp applied (u64 little-endian).
 pub const META_LAST_HLC: &[u8] = b"m/last_hlc";
+/// Highest log index known to be in the log archive (postcard u64). A fact about the
+/// archive, not about the data: kept when a snapshot replaces the data.
+pub const META_ARCHIVED: &[u8] = b"m/archived";
 
 /// Tree key of a user key.
 pub fn data_key(user_key: &[u8]) -> Vec<u8> {

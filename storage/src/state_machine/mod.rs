@@ -10,6 +10,7 @@ pub mod view;
 
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -17,7 +18,7 @@ use openraft::{OptionalSend, StorageIOError};
 use tracing::info;
 
 use self::apply::{encode_meta, ApplyBatch};
-use self::keyspace::{data_key, META_APPLIED, META_LAST_HLC, META_MEMBERSHIP};
+use self::keyspace::{data_key, META_APPLIED, META_ARCHIVED, META_LAST_HLC, META_MEMBERSHIP};
 use self::view::KvView;
 use crate::command::CommandResponse;
 use crate::error::{SnapshotError, StateMachineError};
@@ -31,6 +32,7 @@ pub struct StateMachineStore {
     view: KvView,
     snapshots: Arc<SnapshotDir>,
     receiving: Option<PathBuf>,
+    archived: Arc<AtomicU64>,
 }
 
 impl StateMachineStore {
@@ -40,11 +42,14 @@ impl StateMachineStore {
         let db = sled::Config::new().path(dir.join("sled")).open()?;
         let tree = db.open_tree("state")?;
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
+        let view = KvView::new(tree);
+        let archived = view.meta::<u64>(META_ARCHIVED)?.unwrap_or(0);
         let store = StateMachineStore {
             _db: db,
-            view: KvView::new(tree),
+            view,
             snapshots: Arc::new(snapshots),
             receiving: None,
+            archived: Arc::new(AtomicU64::new(archived)),
         };
         if let Some(newest) = store.snapshots.newest()? {
             let applied = store.view.applied()?;
@@ -63,6 +68,13 @@ impl StateMachineStore {
     /// A read handle for gets, scans and checksums.
     pub fn view(&self) -> KvView {
         self.view.clone()
+    }
+
+    /// The highest log index recorded as archived (by applied `ArchiveMark` commands),
+    /// shared and kept current; wire it to `LogStore::limit_purge_to` so the log is never
+    /// purged past what the archive holds.
+    pub fn archived_through(&self) -> Arc<AtomicU64> {
+        self.archived.clone()
     }
 
     fn membership(&self) -> Result<StoredMembership, StateMachineError> {
@@ -87,6 +99,7 @@ pub fn verify_snapshot(path: &Path) -> Result<SnapshotHeader, StateMachineError>
 
 fn fill_from_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, StateMachineError> {
     let _gate = view.write_gate();
+    let archived = view.tree.get(META_ARCHIVED)?;
     view.tree.clear()?;
     let mut reader = SnapshotReader::open(path)?;
     let header = reader.header().clone();
@@ -103,6 +116,9 @@ fn fill_from_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, Stat
     batch.insert(META_MEMBERSHIP, encode_meta(&header.meta.last_membership)?);
     batch.insert(META_LAST_HLC, encode_meta(&header.last_hlc)?);
     batch.insert(META_APPLIED, encode_meta(&header.meta.last_log_id)?);
+    if let Some(archived) = archived {
+        batch.insert(META_ARCHIVED, archived);
+    }
     view.tree.apply_batch(batch)?;
     view.tree.flush()?;
     Ok(header)
@@ -182,7 +198,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| RaftStorageError::from(StorageIOError::apply(entry.log_id, &e)))?;
             responses.push(resp);
         }
-        batch.commit().map_err(sm_err)?;
+        if let Some(archived) = batch.commit().map_err(sm_err)? {
+            self.archived.fetch_max(archived, Ordering::Release);
+        }
         Ok(responses)
     }
 

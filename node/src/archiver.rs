@@ -1,0 +1,177 @@
+//! The continuous log archive, run by the leader: every interval, the committed entries
+//! after the archived index are cut into a segment, erasure-coded and placed across sites
+//! exactly like a backup (`backup_create::store_object`), and once every site holds its
+//! shards an `ArchiveMark` command records the new archived index in the replicated
+//! state. Every node's log is purged no further than that mark (see
+//! `LogStore::limit_purge_to`), so a new leader always still holds what is left to archive.
+//!
+//! When the entries after the mark are gone from the local log (a node that caught up by
+//! snapshot became leader, or a freshly restored cluster), the archive cannot continue
+//! from its mark: a snapshot backup is taken instead and the archive continues after it.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use reprise_api::pb::backup::CreateBackupRequest;
+use reprise_storage::backup::archive::Segment;
+use reprise_storage::backup::manifest::{BackupObject, Manifest, KIND_LOG, MANIFEST_FORMAT};
+use reprise_storage::command::Operation;
+use tokio::task::JoinHandle;
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::backup_create::{create_backup, placement, store_object, OBJECT_ID};
+use crate::config::ArchiveSettings;
+use crate::state::NodeState;
+
+/// What the archive last did, for `cluster status`.
+#[derive(Debug, Default)]
+pub struct ArchiveStatus {
+    /// When the archive last caught up with the applied index (on this node as leader).
+    pub caught_up_at: Option<Instant>,
+    /// The last archiving error; empty after a success.
+    pub last_error: String,
+}
+
+/// The shared, lock-protected archive status.
+pub type SharedArchiveStatus = Arc<Mutex<ArchiveStatus>>;
+
+/// Starts the archive loop; it archives only while this node is leader.
+pub fn spawn(state: Arc<NodeState>, settings: ArchiveSettings) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(settings.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            if state.raft.metrics().borrow().state != ServerState::Leader {
+                continue;
+            }
+            let result = archive_pending(&state, &settings).await;
+            let mut status = lock(&state.archive_status);
+            match result {
+                Ok(()) => {
+                    status.caught_up_at = Some(Instant::now());
+                    status.last_error.clear();
+                    if failing {
+                        info!("log archive caught up again");
+                    }
+                    failing = false;
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e.message(), "log archive is falling behind");
+                    }
+                    failing = true;
+                    status.last_error = e.message().to_string();
+                }
+            }
+        }
+    })
+}
+
+/// The status, even if a panic poisoned its lock (it only holds plain values).
+pub fn lock(status: &SharedArchiveStatus) -> std::sync::MutexGuard<'_, ArchiveStatus> {
+    status.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Archives every committed entry after the mark, one segment at a time.
+async fn archive_pending(state: &Arc<NodeState>, settings: &ArchiveSettings) -> Result<(), Status> {
+    loop {
+        let applied = state
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        let through = state.archived.load(Ordering::Acquire);
+        if applied <= through {
+            return Ok(());
+        }
+        let max = usize::try_from(settings.segment_entries_max).unwrap_or(usize::MAX);
+        let entries: Vec<_> = state
+            .log
+            .entries_from(through + 1, max)
+            .into_iter()
+            .take_while(|e| e.log_id.index <= applied)
+            .collect();
+        if entries.first().map(|e| e.log_id.index) != Some(through + 1) {
+            restart_after_gap(state, through).await?;
+            continue;
+        }
+        let segment = Segment::new(entries).map_err(|e| Status::internal(e.to_string()))?;
+        if !segment.has_content() {
+            // Only earlier archive marks (and blank entries) are pending: archiving them
+            // would only produce another mark.
+            return Ok(());
+        }
+        store_segment(state, &segment).await?;
+        let last = segment.last_index();
+        state
+            .write(Operation::ArchiveMark { through: last })
+            .await?;
+        if last >= applied {
+            return Ok(());
+        }
+    }
+}
+
+async fn store_segment(state: &Arc<NodeState>, segment: &Segment) -> Result<(), Status> {
+    let placement = placement(state, &CreateBackupRequest::default())?;
+    let bytes = segment.encode();
+    let digest = blake3::hash(&bytes).to_hex().to_string();
+    let id = segment.id();
+    let (last, entries) = (segment.entries.last(), segment.entries.len() as u64);
+    let term = last.map(|e| e.log_id.leader_id.term).unwrap_or(0);
+    let params = placement.params;
+    let cluster_name = state.raft.config().cluster_name.clone();
+    let describe = |shards, size, stripes| Manifest {
+        format: MANIFEST_FORMAT,
+        backup_id: id.clone(),
+        cluster_name,
+        log_index: segment.last_index(),
+        term,
+        hlc: segment.max_hlc(),
+        data_shards: params.data_shards,
+        parity_shards: params.parity_shards,
+        stripe_bytes: params.stripe_bytes,
+        objects: vec![BackupObject {
+            object_id: OBJECT_ID,
+            kind: KIND_LOG.into(),
+            bytes: size,
+            stripes,
+            state_digest: digest,
+            keys: entries,
+        }],
+        shards,
+        first_index: segment.first_index(),
+    };
+    store_object(
+        &id,
+        Box::new(std::io::Cursor::new(bytes)),
+        &placement,
+        describe,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The entries after the mark are no longer in the local log: back up the whole state
+/// and continue the archive after that backup's index.
+async fn restart_after_gap(state: &Arc<NodeState>, through: u64) -> Result<(), Status> {
+    let purged = state.log.purged_index();
+    warn!(
+        archived = through,
+        purged, "entries after the archived index are not in this node's log; taking a snapshot backup to continue the archive from"
+    );
+    let manifest = create_backup(state, CreateBackupRequest::default()).await?;
+    state
+        .write(Operation::ArchiveMark {
+            through: manifest.log_index,
+        })
+        .await?;
+    Ok(())
+}
