@@ -103,6 +103,49 @@ async fn truncate_purge_and_vote_survive_reopen() {
     assert_eq!(indices(&mut log).await.last(), Some(&251));
 }
 
+#[tokio::test]
+async fn purge_never_passes_the_archive_limit() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new().unwrap();
+    let limit = Arc::new(AtomicU64::new(0));
+    {
+        let mut log = open(dir.path());
+        log.limit_purge_to(limit.clone());
+        append_durably(&mut log, (1..=10).map(entry)).await;
+        log.purge(entry(8).log_id).await.expect("purge");
+        assert_eq!(
+            indices(&mut log).await,
+            (1..=10).collect::<Vec<_>>(),
+            "nothing archived, nothing purged"
+        );
+        limit.store(4, Ordering::Release);
+        log.purge(entry(8).log_id).await.expect("purge");
+        assert_eq!(indices(&mut log).await, (5..=10).collect::<Vec<_>>());
+        limit.store(9, Ordering::Release);
+        log.purge(entry(6).log_id).await.expect("purge");
+        assert_eq!(indices(&mut log).await, (7..=10).collect::<Vec<_>>());
+        limit.store(5, Ordering::Release);
+        log.purge(entry(8).log_id)
+            .await
+            .expect("purge below what is purged is a no-op");
+        assert_eq!(
+            log.get_log_state()
+                .await
+                .unwrap()
+                .last_purged_log_id
+                .map(|l| l.index),
+            Some(6)
+        );
+    }
+    let mut log = open(dir.path());
+    assert_eq!(
+        indices(&mut log).await,
+        (7..=10).collect::<Vec<_>>(),
+        "the clamped purge point is durable"
+    );
+}
+
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
         .expect("list log dir")
