@@ -22,9 +22,15 @@ use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::{info, warn};
 
+use reprise_storage::command::entry_payload_bytes;
+
 use crate::backup_create::{create_backup, placement, store_object, OBJECT_ID};
 use crate::config::ArchiveSettings;
 use crate::state::NodeState;
+
+/// A segment is closed once it holds this many bytes of entries (the whole segment is
+/// encoded in memory).
+const SEGMENT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// What the archive last did, for `cluster status`.
 #[derive(Debug, Default)]
@@ -92,11 +98,17 @@ async fn archive_pending(state: &Arc<NodeState>, settings: &ArchiveSettings) -> 
             return Ok(());
         }
         let max = usize::try_from(settings.segment_entries_max).unwrap_or(usize::MAX);
+        let mut bytes = 0;
         let entries: Vec<_> = state
             .log
             .entries_from(through + 1, max)
             .into_iter()
             .take_while(|e| e.log_id.index <= applied)
+            .take_while(|e| {
+                let fits = bytes < SEGMENT_BYTES_MAX;
+                bytes += entry_payload_bytes(e);
+                fits
+            })
             .collect();
         if entries.first().map(|e| e.log_id.index) != Some(through + 1) {
             restart_after_gap(state, through).await?;

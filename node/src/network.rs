@@ -1,6 +1,7 @@
 //! Outgoing peer RPCs: openraft's `RaftNetworkFactory` over our gRPC Raft service. Each
 //! openraft message is encoded with postcard into a `RaftPayload`; the remote result
-//! (including openraft's own errors) comes back the same way.
+//! (including openraft's own errors) comes back the same way. AppendEntries batches are
+//! cut to a byte budget (a partial success tells openraft how far the follower got).
 
 use std::time::Duration;
 
@@ -12,9 +13,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use reprise_api::limits::GRPC_MESSAGE_BYTES_MAX;
+use reprise_api::limits::{APPEND_ENTRIES_BYTES_MAX, GRPC_MESSAGE_BYTES_MAX};
 use reprise_api::pb::raft::raft_client::RaftClient;
 use reprise_api::pb::raft::RaftPayload;
+use reprise_storage::command::entry_payload_bytes;
+use reprise_storage::types::{Entry, LogId};
 use reprise_storage::{Member, NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -111,6 +114,25 @@ impl PeerClient {
     }
 }
 
+/// Cuts `entries` to the longest prefix within `budget` bytes (at least one entry).
+/// Returns the last kept log id when entries were cut.
+fn keep_byte_budget(entries: &mut Vec<Entry>, budget: usize) -> Option<LogId> {
+    let mut total = 0;
+    let mut keep = 0;
+    for e in entries.iter() {
+        total += entry_payload_bytes(e);
+        if keep > 0 && total > budget {
+            break;
+        }
+        keep += 1;
+    }
+    if keep == entries.len() {
+        return None;
+    }
+    entries.truncate(keep);
+    entries.last().map(|e| e.log_id)
+}
+
 #[derive(Clone, Copy)]
 enum Method {
     Append,
@@ -124,7 +146,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.send(Method::Append, &rpc, option.hard_ttl()).await
+        let mut rpc = rpc;
+        let sent_prefix = keep_byte_budget(&mut rpc.entries, APPEND_ENTRIES_BYTES_MAX);
+        let resp = self.send(Method::Append, &rpc, option.hard_ttl()).await?;
+        // Only a prefix went out: the follower's success covers that prefix alone.
+        Ok(match (resp, sent_prefix) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (other, _) => other,
+        })
     }
 
     async fn install_snapshot(
@@ -141,5 +172,44 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.send(Method::Vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+    use openraft::EntryPayload;
+    use reprise_storage::command::{Command, Operation};
+
+    fn put(index: u64, value_bytes: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command {
+                hlc: index,
+                op: Operation::Put {
+                    key: b"k".to_vec(),
+                    value: vec![0; value_bytes],
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn big_batches_are_cut_to_the_byte_budget_but_never_to_nothing() {
+        let mut entries: Vec<Entry> = (1..=100).map(|i| put(i, 64 * 1024)).collect();
+        let last = keep_byte_budget(&mut entries, 1024 * 1024);
+        assert_eq!(entries.len(), 15, "15 x (64 KiB + overhead) fit in 1 MiB");
+        assert_eq!(last.map(|l| l.index), Some(15));
+        let mut one = vec![put(1, 4 * 1024 * 1024)];
+        assert_eq!(keep_byte_budget(&mut one, 1024 * 1024), None);
+        assert_eq!(
+            one.len(),
+            1,
+            "an entry larger than the budget still goes alone"
+        );
+        let mut small: Vec<Entry> = (1..=512).map(|i| put(i, 100)).collect();
+        assert_eq!(keep_byte_budget(&mut small, 1024 * 1024), None);
+        assert_eq!(small.len(), 512);
     }
 }

@@ -42,6 +42,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         trials: u32,
     },
+    /// Backup and restore throughput against the disk's sequential write speed.
+    Backup(crate::bench_backup::BackupBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +151,7 @@ fn client(endpoints: &[String]) -> CliResult<Arc<Client>> {
 pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
     match args.command {
         Some(BenchCommand::Failover { target: _, trials }) => failover(trials, global).await,
+        Some(BenchCommand::Backup(args)) => crate::bench_backup::run(args, global).await,
         None => {
             let report = load(&args.load, global).await?;
             match global.output {

@@ -2,6 +2,7 @@
 //! CLI, local multi-site clusters on 127.0.0.1, cluster status with site-aware fault
 //! tolerance, key-value commands, and the failover demo.
 
+pub mod bench_backup;
 pub mod cli;
 pub mod cmd_backup;
 pub mod cmd_bench;

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::types::Entry;
+
 /// One replicated command: an operation plus the leader's HLC stamp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
@@ -100,4 +102,42 @@ impl CommandResponse {
             outcome: Outcome::Nothing,
         }
     }
+}
+
+/// Approximate bytes an entry carries (keys and values, plus a small constant): what
+/// batching limits count.
+pub fn entry_payload_bytes(entry: &Entry) -> usize {
+    const OVERHEAD: usize = 64;
+    let ops = match &entry.payload {
+        openraft::EntryPayload::Normal(cmd) => match &cmd.op {
+            Operation::Put { key, value } => key.len() + value.len(),
+            Operation::Delete { key } => key.len(),
+            Operation::Txn(txn) => {
+                let compares: usize = txn
+                    .compares
+                    .iter()
+                    .map(|c| {
+                        c.key.len()
+                            + match &c.target {
+                                CompareTarget::Value(v) => v.as_ref().map_or(0, Vec::len),
+                                CompareTarget::Version(_) => 8,
+                            }
+                    })
+                    .sum();
+                let writes: usize = txn
+                    .success
+                    .iter()
+                    .chain(&txn.failure)
+                    .map(|op| match op {
+                        TxnOp::Put { key, value } => key.len() + value.len(),
+                        TxnOp::Delete { key } => key.len(),
+                    })
+                    .sum();
+                compares + writes
+            }
+            Operation::Noop | Operation::ArchiveMark { .. } => 0,
+        },
+        openraft::EntryPayload::Blank | openraft::EntryPayload::Membership(_) => 0,
+    };
+    ops + OVERHEAD
 }

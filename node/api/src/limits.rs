@@ -15,3 +15,7 @@ pub const SCAN_LIMIT_DEFAULT: u32 = 1_000;
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Snapshot bytes sent per InstallSnapshot RPC; well below the message limit.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+/// Entry bytes (keys and values) sent per AppendEntries RPC; more pending entries go in
+/// the next RPC. openraft 0.9 gives every AppendEntries one heartbeat interval to be sent,
+/// written and fsynced by the follower, so a batch must stay small enough for that.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
