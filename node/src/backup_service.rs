@@ -135,6 +135,27 @@ impl Backup for BackupService {
         Ok(Response::new(PutManifestResponse {}))
     }
 
+    async fn delete_backups(
+        &self,
+        req: Request<DeleteBackupsRequest>,
+    ) -> Result<Response<DeleteBackupsResponse>, Status> {
+        let ids = req.into_inner().backup_ids;
+        let store = self.store();
+        let deleted = tokio::task::spawn_blocking(move || {
+            let mut deleted = 0;
+            for id in &ids {
+                if store.delete(id)? {
+                    deleted += 1;
+                }
+            }
+            Ok::<_, ShardStoreError>(deleted)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(store_err)?;
+        Ok(Response::new(DeleteBackupsResponse { deleted }))
+    }
+
     async fn list_backups(
         &self,
         _req: Request<ListBackupsRequest>,

@@ -57,6 +57,31 @@ pub struct NodeConfigFile {
     /// Continuous log archive settings.
     #[serde(default)]
     pub archive: ArchiveSettings,
+    /// Scheduled snapshot backups and retention.
+    #[serde(default)]
+    pub backup: BackupSettings,
+}
+
+/// Scheduled snapshot backups, taken by the leader, and retention of old backups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// Take a snapshot backup this often; 0 = only on demand. Default: 0.
+    pub interval_s: u64,
+    /// Keep the newest N snapshot backups. Default: 7.
+    pub keep_last: usize,
+    /// Also keep the newest backup of each of the last D days. Default: 7.
+    pub keep_daily_days: u64,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            interval_s: 0,
+            keep_last: 7,
+            keep_daily_days: 7,
+        }
+    }
 }
 
 /// The continuous log archive, run by the leader: committed entries are erasure-coded
@@ -150,6 +175,7 @@ pub struct NodeConfig {
     pub initial_members: BTreeMap<NodeId, Member>,
     pub raft: RaftSettings,
     pub archive: ArchiveSettings,
+    pub backup: BackupSettings,
 }
 
 impl NodeConfig {
@@ -280,6 +306,9 @@ impl NodeConfigFile {
         {
             return Err("raft: snapshot_logs_since_last and append_entries_max must be > 0, segment_bytes_max >= 4096".into());
         }
+        if self.backup.interval_s > 0 && self.backup.keep_last == 0 {
+            return Err("backup: keep_last must be at least 1 when interval_s is set".into());
+        }
         if self.archive.enabled() && self.archive.segment_entries_max == 0 {
             return Err("archive: segment_entries_max must be > 0".into());
         }
@@ -293,6 +322,7 @@ impl NodeConfigFile {
             initial_members: initial,
             raft: self.raft,
             archive: self.archive,
+            backup: self.backup,
         };
         config.openraft().map_err(|e| format!("raft: {e}"))?;
         Ok(config)

@@ -5,6 +5,7 @@
 pub mod admin_service;
 pub mod archiver;
 pub mod backup_create;
+pub mod backup_schedule;
 pub mod backup_service;
 pub mod config;
 pub mod convert;

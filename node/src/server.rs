@@ -106,6 +106,8 @@ pub async fn run(
         .archive
         .enabled()
         .then(|| crate::archiver::spawn(state.clone(), config.archive.clone()));
+    let schedule = (config.backup.interval_s > 0)
+        .then(|| crate::backup_schedule::spawn(state.clone(), config.backup.clone()));
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| NodeError::Listen {
@@ -114,8 +116,8 @@ pub async fn run(
         })?;
     info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
     let served = serve(state, listener, shutdown).await;
-    if let Some(archiver) = archiver {
-        archiver.abort();
+    for task in [archiver, schedule].into_iter().flatten() {
+        task.abort();
     }
     info!("stopping raft");
     if let Err(e) = raft.shutdown().await {

@@ -125,7 +125,13 @@ async fn measure(args: &BackupBenchArgs, base: &Path, show: bool) -> CliResult<B
     let load_s = load_started.elapsed().as_secs_f64();
 
     say("backup: snapshot, encode, store shards on every site...".into());
-    let client = Client::new(&endpoints, ClientOptions::default())?;
+    let client = Client::new(
+        &endpoints,
+        ClientOptions {
+            rpc_timeout: crate::cli::LONG_RPC_TIMEOUT,
+            ..Default::default()
+        },
+    )?;
     let started = Instant::now();
     let resp = client
         .call(Retry::Idempotent, |c| async move {

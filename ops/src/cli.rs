@@ -46,7 +46,21 @@ impl Global {
         };
         Ok(Client::new(&self.endpoints, opts)?)
     }
+
+    /// A client for one long request (a backup of a large state): each RPC may take up to
+    /// an hour; finding the leader still gives up after `--timeout-ms`.
+    pub fn long_client(&self) -> CliResult<Client> {
+        let opts = ClientOptions {
+            deadline: Duration::from_millis(self.timeout_ms),
+            rpc_timeout: LONG_RPC_TIMEOUT,
+            ..Default::default()
+        };
+        Ok(Client::new(&self.endpoints, opts)?)
+    }
 }
+
+/// Longest a single long-running RPC (backup creation) may take.
+pub const LONG_RPC_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -64,6 +64,7 @@ pub async fn run(cmd: BackupCommand, global: &Global) -> CliResult {
             if global.output == Format::Table {
                 eprintln!("creating a backup: snapshot, encode, store shards on every site...");
             }
+            let client = global.long_client()?;
             let started = Instant::now();
             let req = CreateBackupRequest {
                 stripe_bytes,

@@ -7,5 +7,6 @@ pub mod codec;
 pub mod manifest;
 pub mod reconstruct;
 pub mod restore;
+pub mod retention;
 pub mod seed;
 pub mod shard_store;

@@ -132,6 +132,34 @@ impl ShardStore {
         Ok(read_checked(&dir, MANIFEST_FILE)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
+    /// Removes everything this node holds of `backup_id` (manifest first, so a crash midway
+    /// never leaves a manifest whose shards are gone). Returns whether anything was held.
+    pub fn delete(&self, backup_id: &str) -> Result<bool, ShardStoreError> {
+        let dir = self.backup_dir(backup_id)?;
+        if !dir.exists() {
+            return Ok(false);
+        }
+        match fs::remove_file(dir.join(MANIFEST_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ShardStoreError::Io {
+                    what: "remove",
+                    path: dir.join(MANIFEST_FILE),
+                    source: e,
+                })
+            }
+        }
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &dir))?;
+        fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))?;
+        Ok(true)
+    }
+
     /// Backups this node holds anything of, with their complete shard files.
     pub fn list(&self) -> Result<Vec<(String, Vec<HeldShard>)>, ShardStoreError> {
         let mut out = Vec::new();
