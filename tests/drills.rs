@@ -1,6 +1,6 @@
-//! Chaos on real processes: the site-loss drill runs to a passing report, and the checkers
-//! catch a planted bug (followers serving "linearizable" reads from stale local state),
-//! listing the offending operations.
+//! Chaos on real processes: the site-loss and leader-isolation drills run to passing
+//! reports, and the checkers catch a planted bug (followers serving "linearizable" reads
+//! from stale local state), listing the offending operations.
 
 mod common;
 
@@ -133,4 +133,23 @@ async fn regression_concurrent_writes_stamped_out_of_log_order() {
         .expect("hlc-order checker ran");
     assert_eq!(hlc.verdict, Verdict::Pass, "{}", hlc.summary);
     assert!(report.passed, "{}", report.summary());
+}
+
+/// The leader's site is cut off from the others in both directions: a new leader takes
+/// over in the majority, the deposed leader must neither acknowledge writes nor serve
+/// linearizable reads (the linearizability and lost-write checkers would list them), and
+/// after healing every node agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_isolation_drill_passes_every_checker() {
+    let report = run_drill(Scenario::LeaderIsolation, 11, 300).await;
+    assert!(
+        report.faults.iter().all(|f| f.verified),
+        "{:?}",
+        report.faults
+    );
+    for c in &report.checkers {
+        assert_eq!(c.verdict, Verdict::Pass, "{}: {}", c.checker, c.summary);
+    }
+    assert!(report.rto_ms.is_some(), "the majority must take writes");
+    assert_eq!(report.rpo_writes_lost, 0);
 }

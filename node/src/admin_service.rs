@@ -260,6 +260,24 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn set_partition(
+        &self,
+        req: Request<PartitionLinks>,
+    ) -> Result<Response<PartitionLinks>, Status> {
+        let req = req.into_inner();
+        let links = crate::partition::Links {
+            to: req.block_to.into_iter().collect(),
+            from: req.block_from.into_iter().collect(),
+        };
+        tracing::warn!(to = ?links.to, from = ?links.from, "peer links cut by an admin request (chaos)");
+        self.state.partition.set(links);
+        let now = self.state.partition.links();
+        Ok(Response::new(PartitionLinks {
+            block_to: now.to.into_iter().collect(),
+            block_from: now.from.into_iter().collect(),
+        }))
+    }
+
     async fn checksum(
         &self,
         _req: Request<ChecksumRequest>,

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod hlc;
 pub mod kv_service;
 pub mod network;
+pub mod partition;
 pub mod planted;
 pub mod raft_service;
 pub mod server;

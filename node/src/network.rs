@@ -3,6 +3,7 @@
 //! (including openraft's own errors) comes back the same way. AppendEntries batches are
 //! cut to a byte budget (a partial success tells openraft how far the follower got).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,15 +24,27 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::partition::Partition;
+
 /// Makes one client per peer.
 #[derive(Clone, Default)]
-pub struct PeerNetwork;
+pub struct PeerNetwork {
+    partition: Arc<Partition>,
+}
+
+impl PeerNetwork {
+    /// A network whose outgoing links obey `partition` (the chaos seam).
+    pub fn new(partition: Arc<Partition>) -> Self {
+        PeerNetwork { partition }
+    }
+}
 
 /// Connection to one peer.
 pub struct PeerClient {
     target: NodeId,
     member: Member,
     channel: Result<Channel, String>,
+    partition: Arc<Partition>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -50,6 +63,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             member: node.clone(),
             channel,
+            partition: self.partition.clone(),
         }
     }
 }
@@ -68,6 +82,13 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if self.partition.blocks_to(self.target) {
+            let cut = std::io::Error::other(format!(
+                "node {} at {}: link cut by an injected partition",
+                self.target, self.member.addr
+            ));
+            return Err(RPCError::Unreachable(Unreachable::new(&cut)));
+        }
         let channel = self
             .channel
             .clone()

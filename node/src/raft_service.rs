@@ -1,17 +1,38 @@
 //! Incoming peer RPCs: decodes openraft messages from `RaftPayload`s, hands them to the
-//! local Raft, and encodes the whole result (success or openraft error) back.
+//! local Raft, and encodes the whole result (success or openraft error) back. RPCs from a
+//! peer cut off by an injected partition are refused.
 
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::Vote;
 use reprise_api::pb::raft::raft_server::Raft as RaftRpc;
 use reprise_api::pb::raft::RaftPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use reprise_storage::{NodeId, TypeConfig};
+
+use crate::partition::Partition;
 use crate::Raft;
 
 /// The peer Raft gRPC service.
 pub struct RaftService {
     pub raft: Raft,
+    pub partition: Arc<Partition>,
+}
+
+impl RaftService {
+    /// Refuses an RPC whose sender (the node in its vote) is cut off by a partition.
+    fn admit(&self, vote: &Vote<NodeId>) -> Result<(), Status> {
+        match vote.leader_id().voted_for() {
+            Some(sender) if self.partition.blocks_from(sender) => Err(Status::unavailable(
+                format!("link from node {sender} cut by an injected partition"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -31,12 +52,16 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.append_entries(decode(req)?).await;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
+        self.admit(&rpc.vote)?;
+        let result = self.raft.append_entries(rpc).await;
         encode(&result)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.vote(decode(req)?).await;
+        let rpc: VoteRequest<NodeId> = decode(req)?;
+        self.admit(&rpc.vote)?;
+        let result = self.raft.vote(rpc).await;
         encode(&result)
     }
 
@@ -44,7 +69,9 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.install_snapshot(decode(req)?).await;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
+        self.admit(&rpc.vote)?;
+        let result = self.raft.install_snapshot(rpc).await;
         encode(&result)
     }
 }

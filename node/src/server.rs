@@ -81,9 +81,16 @@ pub async fn run(
     }
     let log_reader = log.reader();
     let raft_config = Arc::new(config.openraft().map_err(NodeError::RaftConfig)?);
-    let raft = Raft::new(config.id, raft_config, PeerNetwork, log, sm)
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let partition = Arc::new(crate::partition::Partition::default());
+    let raft = Raft::new(
+        config.id,
+        raft_config,
+        PeerNetwork::new(partition.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
     let clock = Arc::new(SystemClock::default());
     let state = Arc::new(NodeState {
         id: config.id,
@@ -101,6 +108,7 @@ pub async fn run(
         archived,
         archive_enabled: config.archive.enabled(),
         archive_status: Default::default(),
+        partition,
     });
     let archiver = config
         .archive
@@ -140,6 +148,7 @@ async fn serve(
     .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let peer = RaftServer::new(RaftService {
         raft: state.raft.clone(),
+        partition: state.partition.clone(),
     })
     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);

@@ -41,6 +41,8 @@ pub struct NodeState {
     /// Whether this node runs the log archive when leader.
     pub archive_enabled: bool,
     pub archive_status: crate::archiver::SharedArchiveStatus,
+    /// Peer links cut by chaos (see `partition`); empty in production.
+    pub partition: Arc<crate::partition::Partition>,
 }
 
 /// A committed and applied write.

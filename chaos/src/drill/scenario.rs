@@ -18,15 +18,23 @@ pub enum Scenario {
     /// Set every follower's clock 60 s behind, then kill -9 the leader: a node with a
     /// slow clock takes over and must still stamp writes after its predecessor.
     ClockSkew,
+    /// Cut every link between one follower site and the others (both directions) while
+    /// writes go on, then heal: the site must catch up and agree.
+    Partition,
+    /// Cut the leader's site off from the others: the majority elects a new leader; the old
+    /// one must not acknowledge writes or serve linearizable reads; then heal.
+    LeaderIsolation,
 }
 
 impl Scenario {
     /// Every scenario, for help texts.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::SiteLoss,
         Scenario::SiteFire,
         Scenario::LeaderPause,
         Scenario::ClockSkew,
+        Scenario::Partition,
+        Scenario::LeaderIsolation,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +43,8 @@ impl Scenario {
             Scenario::SiteFire => "site-fire",
             Scenario::LeaderPause => "leader-pause",
             Scenario::ClockSkew => "clock-skew",
+            Scenario::Partition => "partition",
+            Scenario::LeaderIsolation => "leader-isolation",
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::checker::convergence::NodeChecksum;
 const RTO_DEADLINE: Duration = Duration::from_secs(30);
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Warm up, inject the scenario's fault, measure RTO, recover, run again. Returns RTO.
+/// Warm up, inject the scenario's fault, measure RTO, run a phase under the fault,
+/// recover, run again. Returns RTO.
 pub(crate) async fn fault_and_recover(
     run: &mut Run<'_>,
     opts: &DrillOptions,
@@ -23,6 +24,18 @@ pub(crate) async fn fault_and_recover(
     run.run_ops(opts.ops_per_phase).await?;
     let leader = leader(&run.cluster).await?;
     let site = run.cluster.file.node(leader)?.site.clone();
+    // The partition scenario cuts off a follower site; the others act on the leader's.
+    let site = match opts.scenario {
+        Scenario::Partition => run
+            .cluster
+            .file
+            .nodes
+            .iter()
+            .map(|n| n.site.clone())
+            .find(|s| *s != site)
+            .ok_or_else(|| DrillError::Stuck("a partition needs a second site".into()))?,
+        _ => site,
+    };
     let victims: Vec<u64> = match opts.scenario {
         Scenario::LeaderPause | Scenario::ClockSkew => vec![leader],
         _ => run
@@ -45,6 +58,20 @@ pub(crate) async fn fault_and_recover(
             "first acknowledged write {ms} ms after the fault (RTO)"
         )),
         None => run.event("no write was acknowledged after the fault"),
+    }
+    if rto.is_some() {
+        // Keep the fault in place while a phase of operations runs on what is left.
+        run.run_ops(opts.ops_per_phase).await?;
+        run.event(format!(
+            "{} operations acknowledged under the fault",
+            opts.ops_per_phase
+        ));
+        if matches!(
+            opts.scenario,
+            Scenario::Partition | Scenario::LeaderIsolation
+        ) {
+            isolation_took_effect(run, &victims).await?;
+        }
     }
     recover(run, opts.scenario, &site, &victims).await?;
     run.run_ops(opts.ops_per_phase).await?;
@@ -87,6 +114,15 @@ async fn inject(
             }
         }
         Scenario::ClockSkew => fault_ns = skew_then_kill(run, victims, at_ms).await?,
+        Scenario::Partition | Scenario::LeaderIsolation => {
+            let cut = cut_off(run, victims, true).await?;
+            run.faults.push(FaultRecord {
+                kind: "partition (both directions)".into(),
+                target: format!("{site} (nodes {victims:?}) from every other site"),
+                at_ms,
+                verified: cut,
+            });
+        }
         Scenario::LeaderPause => {
             for v in victims {
                 run.cluster.signal(*v, Signal::SIGSTOP)?;
@@ -158,8 +194,77 @@ async fn recover(
             }
             run.event(format!("recovery: resumed nodes {victims:?} (SIGCONT)"));
         }
+        Scenario::Partition | Scenario::LeaderIsolation => {
+            let healed = cut_off(run, victims, false).await?;
+            if !healed {
+                return Err(DrillError::Stuck(format!(
+                    "could not heal the partition of nodes {victims:?}"
+                )));
+            }
+            run.event(format!("recovery: healed the partition of {site}"));
+        }
     }
     Ok(())
+}
+
+/// Evidence that a partition really cut the victims off: while the others committed a
+/// phase of operations, the victims' logs stayed behind the others' applied index.
+async fn isolation_took_effect(run: &mut Run<'_>, victims: &[u64]) -> Result<(), DrillError> {
+    let client = run.cluster.client()?;
+    let (mut victims_last, mut others_applied) = (0u64, 0u64);
+    for id in run.cluster.running() {
+        let s = client.status_of(&run.cluster.addr(id)?).await?;
+        if victims.contains(&id) {
+            victims_last = victims_last.max(s.last_log_index);
+        } else {
+            others_applied = others_applied.max(s.applied_index);
+        }
+    }
+    let at_ms = run.recorder.now_ns() / 1_000_000;
+    run.faults.push(FaultRecord {
+        kind: "isolated nodes fell behind".into(),
+        target: format!(
+            "nodes {victims:?}: last log index {victims_last}, others applied {others_applied}"
+        ),
+        at_ms,
+        verified: victims_last < others_applied,
+    });
+    Ok(())
+}
+
+/// Cuts (or, with `cut` false, restores) every link between `victims` and the other
+/// running nodes, in both directions, through each node's partition seam. Returns whether
+/// every node confirmed exactly the links asked for.
+async fn cut_off(run: &Run<'_>, victims: &[u64], cut: bool) -> Result<bool, DrillError> {
+    let running = run.cluster.running();
+    let others: Vec<u64> = running
+        .iter()
+        .copied()
+        .filter(|id| !victims.contains(id))
+        .collect();
+    let mut confirmed = true;
+    for id in &running {
+        let mut peers: Vec<u64> = match (cut, victims.contains(id)) {
+            (false, _) => Vec::new(),
+            (true, true) => others.clone(),
+            (true, false) => victims.to_vec(),
+        };
+        peers.sort_unstable();
+        let addr = run.cluster.addr(*id)?;
+        let client = Client::new(std::slice::from_ref(&addr), Default::default())?;
+        let asked = apb::PartitionLinks {
+            block_to: peers.clone(),
+            block_from: peers,
+        };
+        let resp = client
+            .call(Retry::Idempotent, |c| {
+                let asked = asked.clone();
+                async move { Client::admin(c).set_partition(asked).await }
+            })
+            .await?;
+        confirmed &= resp == asked;
+    }
+    Ok(confirmed)
 }
 
 /// The site-fire runbook: a node whose disk is gone rejoins under a new id (learner, then
