@@ -23,7 +23,7 @@ use reprise_storage::backup::restore::{plan, replay, Plan, RestoreError, Target}
 use serde::Serialize;
 
 use crate::cli::Global;
-use crate::cmd_backup::{all_manifests, rebuild_object};
+use crate::cmd_backup::{all_manifests, rebuild_object, Fetch};
 use crate::cmd_local::this_exe;
 use crate::output::{print_json, CliError, CliResult, Format};
 
@@ -201,9 +201,11 @@ async fn restore(
                 );
             }
             let path = staging.join("base.snap");
-            let rebuilt = rebuild_object(m, &path).await?.map_err(|e| {
-                CliError::NotApplied(format!("backup {} cannot be restored: {e}", m.backup_id))
-            })?;
+            let rebuilt = rebuild_object(m, &path, Fetch::DataFirst)
+                .await?
+                .map_err(|e| {
+                    CliError::NotApplied(format!("backup {} cannot be restored: {e}", m.backup_id))
+                })?;
             if !rebuilt.digest_matches {
                 return Err(CliError::NotApplied(format!(
                     "backup {}: rebuilt state checksum differs from the manifest; refusing to restore",
@@ -227,12 +229,14 @@ async fn restore(
             );
         }
         let path = staging.join(format!("{}.seg", m.backup_id));
-        let rebuilt = rebuild_object(m, &path).await?.map_err(|e| {
-            CliError::NotApplied(format!(
-                "log archive segment {} cannot be restored: {e}",
-                m.backup_id
-            ))
-        })?;
+        let rebuilt = rebuild_object(m, &path, Fetch::DataFirst)
+            .await?
+            .map_err(|e| {
+                CliError::NotApplied(format!(
+                    "log archive segment {} cannot be restored: {e}",
+                    m.backup_id
+                ))
+            })?;
         if !rebuilt.digest_matches {
             return Err(CliError::NotApplied(format!(
                 "log archive segment {}: rebuilt bytes differ from the manifest's checksum; refusing to restore",
