@@ -13,7 +13,9 @@ use reprise_api::pb::backup::{
 };
 use reprise_api::Client;
 use reprise_storage::backup::manifest::Manifest;
-use reprise_storage::backup::reconstruct::{rebuild, Rebuilt, ReconstructError};
+use reprise_storage::backup::reconstruct::{
+    rebuild, rebuild_from, Rebuilt, ReconstructError, ShardSource,
+};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
@@ -375,13 +377,80 @@ pub async fn fetch_and_rebuild(
     Ok((manifest, result))
 }
 
+/// One shard's bytes as they arrive over gRPC, readable by the blocking rebuild.
+struct ArrivingShard {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ArrivingShard {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Opens the stream of one shard file; None when the node or the file is unavailable.
+async fn stream_shard(addr: &str, id: &str, object_id: u64, shard: u8) -> Option<ShardSource> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    let req = GetShardsRequest {
+        backup_id: id.to_string(),
+        object_id,
+        shard: u32::from(shard),
+    };
+    let mut stream = backup_client(channel)
+        .get_shards(req)
+        .await
+        .ok()?
+        .into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let addr = addr.to_string();
+    tokio::spawn(async move {
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(chunk)) => Ok(chunk.data),
+                Ok(None) => break,
+                Err(e) => Err(format!("shard {shard} from {addr}: {}", e.message())),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Some(Box::new(ArrivingShard {
+        rx,
+        chunk: Vec::new(),
+        pos: 0,
+    }))
+}
+
 /// Which shards a rebuild downloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetch {
     /// Every shard, to check each one (verify).
     Every,
-    /// The k data shards first; parity shards only if the data shards do not suffice
-    /// (restore: a third less to download when every site is healthy).
+    /// The k data shards, streamed into the decoder; every shard (staged in files) only if
+    /// the data shards do not suffice (restore: less to download and nothing staged on
+    /// disk when every site is healthy).
     DataFirst,
 }
 
@@ -431,24 +500,39 @@ pub async fn rebuild_object(
         .cloned()
         .ok_or_else(|| anyhow!("backup {id} lists no objects"))?;
     let total = manifest.shards.len();
-    let first: Vec<usize> = match fetch {
-        Fetch::Every => (0..total).collect(),
-        Fetch::DataFirst => (0..usize::from(manifest.data_shards).min(total)).collect(),
-    };
-    let mut files: Vec<Option<PathBuf>> = vec![None; total];
-    fetch_shards(manifest, object.object_id, &first, &scratch, &mut files).await;
-    let attempt = |files: Vec<Option<PathBuf>>| {
+    let data = usize::from(manifest.data_shards).min(total);
+    let run = |sources: Vec<Option<ShardSource>>| {
         let (m, o, out) = (manifest.clone(), object.clone(), out.to_path_buf());
-        tokio::task::spawn_blocking(move || rebuild(&m, &o, &files, &out))
+        tokio::task::spawn_blocking(move || rebuild_from(&m, &o, sources, &out))
     };
-    let mut result = attempt(files.clone()).await.context("rebuild task")?;
-    let mut attempted = first.len();
-    if matches!(result, Err(ReconstructError::TooFewShards { .. })) && attempted < total {
-        let rest: Vec<usize> = (attempted..total).collect();
-        fetch_shards(manifest, object.object_id, &rest, &scratch, &mut files).await;
-        result = attempt(files).await.context("rebuild task")?;
-        attempted = total;
+    let mut attempted = 0;
+    let mut result = None;
+    if fetch == Fetch::DataFirst {
+        // Stream the k data shards straight into the decoder: nothing is staged on disk.
+        let mut sources = Vec::new();
+        for s in &manifest.shards[..data] {
+            sources.push(stream_shard(&s.addr, id, object.object_id, s.shard).await);
+        }
+        attempted = data;
+        let streamed = run(sources).await.context("rebuild task")?;
+        if !matches!(streamed, Err(ReconstructError::TooFewShards { .. })) {
+            result = Some(streamed);
+        }
     }
+    let result = match result {
+        Some(r) => r,
+        None => {
+            // Every shard, staged in files, so each one is read and judged.
+            let mut files: Vec<Option<PathBuf>> = vec![None; total];
+            let all: Vec<usize> = (0..total).collect();
+            fetch_shards(manifest, object.object_id, &all, &scratch, &mut files).await;
+            attempted = total;
+            let (m, o, out) = (manifest.clone(), object.clone(), out.to_path_buf());
+            tokio::task::spawn_blocking(move || rebuild(&m, &o, &files, &out))
+                .await
+                .context("rebuild task")?
+        }
+    };
     let _ = std::fs::remove_dir_all(&scratch);
     // Report health only for shards that were asked for: parity left alone is not missing.
     Ok(result.map(|mut rebuilt| {

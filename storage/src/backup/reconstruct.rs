@@ -5,7 +5,7 @@
 //! verified end to end against the state checksum in the manifest.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -60,16 +60,17 @@ pub struct Rebuilt {
     pub digest_matches: bool,
 }
 
+/// A source of one shard's records (a file, or bytes arriving over the network).
+pub type ShardSource = Box<dyn Read + Send>;
+
 struct ShardStream {
-    reader: Option<BufReader<File>>,
+    reader: Option<BufReader<ShardSource>>,
     health: ShardHealth,
 }
 
 impl ShardStream {
-    fn open(shard: u8, path: Option<&Path>) -> Self {
-        let reader = path
-            .and_then(|p| File::open(p).ok())
-            .map(|f| BufReader::with_capacity(1 << 20, f));
+    fn open(shard: u8, source: Option<ShardSource>) -> Self {
+        let reader = source.map(|f| BufReader::with_capacity(1 << 20, f));
         let health = ShardHealth {
             shard,
             present: reader.is_some(),
@@ -111,14 +112,37 @@ pub fn rebuild(
     shard_files: &[Option<PathBuf>],
     out: &Path,
 ) -> Result<Rebuilt, ReconstructError> {
+    let sources = shard_files
+        .iter()
+        .map(|p| {
+            p.as_deref()
+                .and_then(|p| File::open(p).ok())
+                .map(|f| Box::new(f) as ShardSource)
+        })
+        .collect();
+    rebuild_from(manifest, object, sources, out)
+}
+
+/// Like [`rebuild`], reading shard `i` from `sources[i]` as it arrives (a source that fails
+/// to read counts as a missing shard from there on).
+pub fn rebuild_from(
+    manifest: &Manifest,
+    object: &BackupObject,
+    sources: Vec<Option<ShardSource>>,
+    out: &Path,
+) -> Result<Rebuilt, ReconstructError> {
     let params = CodecParams::new(
         manifest.data_shards,
         manifest.parity_shards,
         manifest.stripe_bytes,
     )
     .map_err(|e| ReconstructError::Codec(e.to_string()))?;
-    let mut streams: Vec<ShardStream> = (0..params.total_shards())
-        .map(|i| ShardStream::open(i as u8, shard_files.get(i).and_then(|p| p.as_deref())))
+    let mut sources = sources;
+    sources.resize_with(params.total_shards(), || None);
+    let mut streams: Vec<ShardStream> = sources
+        .into_iter()
+        .enumerate()
+        .map(|(i, source)| ShardStream::open(i as u8, source))
         .collect();
     let tmp = out.with_extension("partial");
     let file = File::create(&tmp).map_err(|source| ReconstructError::Io {
