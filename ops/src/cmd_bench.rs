@@ -1,7 +1,9 @@
 //! `reprise bench`: a load generator against the Reprise gRPC API (throughput and latency
 //! percentiles, with a progress line) and `bench failover` (kill -9 of the leader → first
 //! acknowledged write, over several trials). Without `--endpoints` it starts a scratch
-//! local 3-site cluster and stops it afterwards. The etcd target is not built yet.
+//! local 3-site cluster (or, for `--target etcd`, a scratch 3-member etcd cluster) and
+//! stops it afterwards, reporting each node's resident memory at the end. Both targets
+//! run the same load loop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use reprise_api::{Client, ClientOptions};
 use reprise_chaos::backend::local::{self, LocalCluster, LocalSpec};
 use serde::Serialize;
 
+use crate::bench_etcd::{EtcdClient, EtcdCluster};
 use crate::cli::Global;
 use crate::cmd_local::this_exe;
 use crate::output::{print_json, print_table, CliResult, Format};
@@ -23,6 +26,7 @@ use crate::output::{print_json, print_table, CliResult, Format};
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Reprise,
+    Etcd,
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +48,8 @@ pub enum BenchCommand {
     },
     /// Backup and restore throughput against the disk's sequential write speed.
     Backup(crate::bench_backup::BackupBenchArgs),
+    /// The same matrix against Reprise and etcd, alternating; writes BENCHMARKS.md.
+    Compare(crate::bench_compare::CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +113,8 @@ pub struct LoadReport {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Resident memory of each node at the end, when the bench started the cluster.
+    pub node_rss_mib: Vec<f64>,
 }
 
 fn key(i: u64, size: usize) -> Vec<u8> {
@@ -115,43 +123,145 @@ fn key(i: u64, size: usize) -> Vec<u8> {
     k
 }
 
-/// A cluster to benchmark: the given endpoints, or a scratch local one stopped on drop.
-struct Cluster {
+/// A cluster to benchmark: the given endpoints, or a scratch one stopped on drop.
+pub(crate) struct Cluster {
+    target: Target,
     endpoints: Vec<String>,
-    _scratch: Option<(LocalCluster, std::path::PathBuf)>,
+    scratch: Scratch,
 }
 
-async fn cluster(global: &Global) -> CliResult<Cluster> {
+enum Scratch {
+    None,
+    Reprise(LocalCluster, std::path::PathBuf),
+    Etcd(EtcdCluster, std::path::PathBuf),
+}
+
+impl Cluster {
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        match &self.scratch {
+            Scratch::None => Vec::new(),
+            Scratch::Reprise(c, _) => c.file.nodes.iter().map(|n| n.pid).collect(),
+            Scratch::Etcd(c, _) => c.pids(),
+        }
+    }
+
+    fn backend(&self) -> CliResult<Backend> {
+        Ok(match self.target {
+            Target::Reprise => Backend::Reprise(Arc::new(Client::new(
+                &self.endpoints,
+                ClientOptions::default(),
+            )?)),
+            Target::Etcd => Backend::Etcd(EtcdClient::new(&self.endpoints)?),
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.scratch, Scratch::None) {
+            Scratch::None => {}
+            Scratch::Reprise(c, dir) => {
+                drop(c);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Scratch::Etcd(c, dir) => {
+                drop(c);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// Resident set size of `pid` in MiB (0 when unknown).
+pub(crate) fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+pub(crate) async fn cluster(target: Target, global: &Global) -> CliResult<Cluster> {
     if !global.endpoints.is_empty() {
         return Ok(Cluster {
+            target,
             endpoints: global.endpoints.clone(),
-            _scratch: None,
+            scratch: Scratch::None,
         });
     }
-    let dir = std::env::temp_dir().join(format!("reprise-bench-{}", std::process::id()));
-    eprintln!(
-        "no --endpoints: starting a scratch local cluster (3 sites x 1 node) in {}",
-        dir.display()
-    );
-    let c = local::up(&this_exe()?, &dir, &LocalSpec::new(3, 1))
-        .await
-        .map_err(anyhow::Error::from)?;
-    let endpoints = c.file.nodes.iter().map(|n| n.addr.clone()).collect();
-    Ok(Cluster {
-        endpoints,
-        _scratch: Some((c, dir)),
-    })
+    let dir = std::env::temp_dir().join(format!("reprise-bench-{target:?}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    match target {
+        Target::Reprise => {
+            eprintln!(
+                "no --endpoints: starting a scratch local cluster (3 sites x 1 node) in {}",
+                dir.display()
+            );
+            let c = local::up(&this_exe()?, &dir, &LocalSpec::new(3, 1))
+                .await
+                .map_err(anyhow::Error::from)?;
+            let endpoints = c.file.nodes.iter().map(|n| n.addr.clone()).collect();
+            Ok(Cluster {
+                target,
+                endpoints,
+                scratch: Scratch::Reprise(c, dir),
+            })
+        }
+        Target::Etcd => {
+            eprintln!(
+                "no --endpoints: starting a scratch 3-member etcd cluster in {}",
+                dir.display()
+            );
+            let c = EtcdCluster::start(&dir, 3).await?;
+            Ok(Cluster {
+                target,
+                endpoints: c.endpoints(),
+                scratch: Scratch::Etcd(c, dir),
+            })
+        }
+    }
 }
 
-fn client(endpoints: &[String]) -> CliResult<Arc<Client>> {
-    Ok(Arc::new(Client::new(endpoints, ClientOptions::default())?))
+/// One load client of either target.
+#[derive(Clone)]
+enum Backend {
+    Reprise(Arc<Client>),
+    Etcd(EtcdClient),
+}
+
+impl Backend {
+    async fn put(&self, key: &[u8], value: &[u8]) -> bool {
+        match self {
+            Backend::Reprise(c) => c.put(key, value).await.is_ok(),
+            Backend::Etcd(c) => c.put(key, value).await.is_ok(),
+        }
+    }
+
+    async fn get(&self, key: &[u8], stale: bool) -> bool {
+        match self {
+            Backend::Reprise(c) => c.get(key, stale).await.is_ok(),
+            Backend::Etcd(c) => c.get(key, stale).await.is_ok(),
+        }
+    }
 }
 
 /// Runs a bench command.
 pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
     match args.command {
-        Some(BenchCommand::Failover { target: _, trials }) => failover(trials, global).await,
+        Some(BenchCommand::Failover {
+            target: Target::Reprise,
+            trials,
+        }) => failover(trials, global).await,
+        Some(BenchCommand::Failover {
+            target: Target::Etcd,
+            trials,
+        }) => etcd_failover(trials, global).await,
         Some(BenchCommand::Backup(args)) => crate::bench_backup::run(args, global).await,
+        Some(BenchCommand::Compare(args)) => crate::bench_compare::run(args, global).await,
         None => {
             let report = load(&args.load, global).await?;
             match global.output {
@@ -167,11 +277,25 @@ pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
                         format!("{:.2}", report.p99_ms),
                         format!("{:.2}", report.max_ms),
                         report.errors.to_string(),
+                        report
+                            .node_rss_mib
+                            .iter()
+                            .map(|m| format!("{m:.0}"))
+                            .collect::<Vec<_>>()
+                            .join("/"),
                     ];
                     print_table(
                         &[
-                            "WORKLOAD", "CLIENTS", "OPS", "OPS/S", "P50 MS", "P90 MS", "P99 MS",
-                            "MAX MS", "ERRORS",
+                            "WORKLOAD",
+                            "CLIENTS",
+                            "OPS",
+                            "OPS/S",
+                            "P50 MS",
+                            "P90 MS",
+                            "P99 MS",
+                            "MAX MS",
+                            "ERRORS",
+                            "NODE RSS MIB",
                         ],
                         &[row],
                     );
@@ -183,16 +307,50 @@ pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
 }
 
 async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
+    let target = cluster(args.target, global).await?;
     let workload = parse_workload(&args.workload)?;
-    let target = cluster(global).await?;
-    let value = vec![b'v'; args.value_size];
     if !matches!(workload, Workload::Put) {
-        eprintln!("preloading {} keys...", args.keyspace);
-        let c = client(&target.endpoints)?;
-        for i in 0..args.keyspace {
-            c.put(&key(i, args.key_size), &value).await?;
-        }
+        preload(&target, args, args.keyspace, global.output == Format::Table).await?;
     }
+    load_on(&target, args, global.output == Format::Table).await
+}
+
+/// Puts keys `0..keys` (values of the run's size) with 64 concurrent clients.
+pub(crate) async fn preload(target: &Cluster, args: &LoadArgs, keys: u64, show: bool) -> CliResult {
+    if show {
+        eprintln!("preloading {keys} keys of {} bytes...", args.value_size);
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (c, next) = (target.backend()?, next.clone());
+        let (key_size, value) = (args.key_size, vec![b'v'; args.value_size]);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return Ok(());
+                }
+                if !c.put(&key(i, key_size), &value).await {
+                    return Err(anyhow!("preloading key {i} failed"));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("preload task")??;
+    }
+    Ok(())
+}
+
+/// Runs the load of `args` against `target` (already preloaded for reads).
+pub(crate) async fn load_on(
+    target: &Cluster,
+    args: &LoadArgs,
+    show: bool,
+) -> CliResult<LoadReport> {
+    let workload = parse_workload(&args.workload)?;
+    let value = vec![b'v'; args.value_size];
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = args
@@ -207,7 +365,7 @@ async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
     let mut tasks = Vec::new();
     for n in 0..args.clients {
         let (c, done, errors, value) = (
-            client(&target.endpoints)?,
+            target.backend()?,
             done.clone(),
             errors.clone(),
             value.clone(),
@@ -229,8 +387,8 @@ async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
                 };
                 let t = Instant::now();
                 let ok = match read {
-                    Some(stale) => c.get(&k, stale).await.is_ok(),
-                    None => c.put(&k, &value).await.is_ok(),
+                    Some(stale) => c.get(&k, stale).await,
+                    None => c.put(&k, &value).await,
                 };
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 if !ok {
@@ -240,7 +398,7 @@ async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
             lat
         }));
     }
-    let ticker = progress(done.clone(), budget, global.output == Format::Table);
+    let ticker = progress(done.clone(), budget, show);
     let mut lat = Vec::new();
     for t in tasks {
         lat.extend(t.await.context("bench client task")?);
@@ -254,7 +412,7 @@ async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
             .unwrap_or(0.0)
     };
     Ok(LoadReport {
-        target: args.target,
+        target: target.target,
         workload: args.workload.clone(),
         clients: args.clients,
         ops: lat.len() as u64,
@@ -265,6 +423,7 @@ async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
         p90_ms: pick(0.9),
         p99_ms: pick(0.99),
         max_ms: lat.last().copied().unwrap_or(0.0),
+        node_rss_mib: target.pids().into_iter().map(rss_mib).collect(),
     })
 }
 
@@ -292,6 +451,11 @@ struct FailoverReport {
 }
 
 async fn failover(trials: u32, global: &Global) -> CliResult {
+    report_failover(failover_trials(trials).await?, global)
+}
+
+/// kill -9 the Reprise leader `trials` times; each figure is kill → first acknowledged write.
+pub async fn failover_trials(trials: u32) -> CliResult<Vec<u128>> {
     let dir = std::env::temp_dir().join(format!("reprise-bench-failover-{}", std::process::id()));
     let mut cluster = local::up(&this_exe()?, &dir, &LocalSpec::new(3, 1))
         .await
@@ -326,11 +490,16 @@ async fn failover(trials: u32, global: &Global) -> CliResult {
         wait_caught_up(&cluster, &writer, leader).await?;
     }
     cluster.stop_all();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(measured)
+}
+
+fn report_failover(measured: Vec<u128>, global: &Global) -> CliResult {
     let mut sorted = measured.clone();
     sorted.sort_unstable();
     let report = FailoverReport {
-        median_ms: sorted[sorted.len() / 2],
-        max_ms: *sorted.last().unwrap_or(&0),
+        median_ms: sorted.get(sorted.len() / 2).copied().unwrap_or(0),
+        max_ms: sorted.last().copied().unwrap_or(0),
         trials: measured,
     };
     match global.output {
@@ -345,6 +514,69 @@ async fn failover(trials: u32, global: &Global) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// `bench failover --target etcd`: kill -9 the etcd leader while a retrying client
+/// writes; time to the first acknowledged put; restart the member and wait for a leader
+/// everyone agrees on before the next trial.
+async fn etcd_failover(trials: u32, global: &Global) -> CliResult {
+    report_failover(etcd_failover_trials(trials).await?, global)
+}
+
+/// kill -9 the etcd leader `trials` times; each figure is kill → first acknowledged put.
+pub async fn etcd_failover_trials(trials: u32) -> CliResult<Vec<u128>> {
+    let dir = std::env::temp_dir().join(format!(
+        "reprise-bench-etcd-failover-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cluster = EtcdCluster::start(&dir, 3).await?;
+    // Requests stuck on the dead leader are abandoned and retried after 200 ms, so the
+    // measurement resolves to about that (the Reprise client fails over on its own).
+    let writer = EtcdClient::with_timeout(&cluster.endpoints(), Duration::from_millis(200))?;
+    let mut measured = Vec::new();
+    let result: CliResult = async {
+        for trial in 0..trials {
+            let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+            // Make sure the writer's connections are warm before the fault.
+            writer
+                .put(format!("failover/{trial}/warm").as_bytes(), b"x")
+                .await
+                .map_err(|e| anyhow!("etcd put before the fault: {}", e.message()))?;
+            cluster.kill9(leader)?;
+            let killed = Instant::now();
+            let mut i = 0u64;
+            loop {
+                i += 1;
+                if writer
+                    .put(format!("failover/{trial}/{i}").as_bytes(), b"x")
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                if killed.elapsed() > Duration::from_secs(30) {
+                    return Err(
+                        anyhow!("trial {trial}: no etcd put acknowledged within 30 s").into(),
+                    );
+                }
+            }
+            let took = killed.elapsed().as_millis();
+            eprintln!(
+                "  trial {}: etcd leader member {} killed, first put after {took} ms",
+                trial + 1,
+                leader + 1
+            );
+            measured.push(took);
+            cluster.restart(leader)?;
+        }
+        Ok(())
+    }
+    .await;
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(measured)
 }
 
 /// Waits until node `id` applied everything the leader had when the wait began, so the

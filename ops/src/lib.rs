@@ -3,6 +3,8 @@
 //! tolerance, key-value commands, and the failover demo.
 
 pub mod bench_backup;
+pub mod bench_compare;
+pub mod bench_etcd;
 pub mod cli;
 pub mod cmd_backup;
 pub mod cmd_bench;

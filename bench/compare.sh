@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of Reprise and etcd on this machine; writes BENCHMARKS.md.
+# Installs etcd from Debian if it is missing, builds Reprise in release mode, then runs
+# `reprise bench compare` (scratch clusters for both systems on 127.0.0.1, the matrix
+# alternating the two, memory after loading keys, failover trials). Every process it
+# starts is stopped by pid when it ends. Extra arguments go to `reprise bench compare`,
+# e.g. `bench/compare.sh --duration-s 10 --memory-keys 1000000`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v etcd >/dev/null 2>&1; then
+    echo "== installing etcd (Debian's etcd-server)"
+    sudo_cmd=""
+    if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server
+    # The package may start a system etcd on the default ports; the benchmark uses its own.
+    $sudo_cmd systemctl stop etcd 2>/dev/null || true
+fi
+
+echo "== building reprise (release)"
+cargo build --release -j2 -p reprise-ops
+
+echo "== running the comparison"
+exec target/release/reprise bench compare --out BENCHMARKS.md "$@"
