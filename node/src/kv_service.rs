@@ -1,10 +1,9 @@
 //! The public key-value gRPC service. Writes go through Raft on the leader (others answer
-//! with a redirect); reads are linearizable through openraft's read-index unless the
-//! request asks for a stale read.
+//! with a redirect); reads are linearizable through openraft's read-index, batched by
+//! `read_index`, unless the request asks for a stale read.
 
 use std::sync::Arc;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
 use reprise_api::model::{self, Consistency, ScanRange};
 use reprise_api::pb::kv::kv_server::Kv;
 use reprise_api::pb::kv::*;
@@ -12,10 +11,7 @@ use reprise_storage::command::{Operation, Outcome};
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::state::{internal, redirect, NodeState, Written};
-
-/// Longest a linearizable read waits for the leader to apply what its log held.
-const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+use crate::state::{internal, NodeState, Written};
 
 /// The `Kv` service of one node.
 pub struct KvService {
@@ -36,36 +32,7 @@ impl KvService {
         let planted = self.state.planted_bug == Some(crate::planted::PlantedBug::StaleReads);
         let linearizable = consistency == Consistency::Linearizable;
         if linearizable && !planted {
-            // Everything this leader holds in its log when the read starts must be applied
-            // first. openraft's read index alone is not enough: a leader restarted in the same
-            // term does not know its commit index (0.9 does not persist it) and would serve a
-            // state machine that has not re-applied entries acknowledged before the crash.
-            let target = self.state.raft.metrics().borrow().last_log_index;
-            match self.state.raft.ensure_linearizable().await {
-                Ok(_) => {
-                    self.state
-                        .raft
-                        .wait(Some(READ_WAIT))
-                        .applied_index_at_least(target, "linearizable read")
-                        .await
-                        .map_err(|e| {
-                            Status::unavailable(format!(
-                                "cannot serve a linearizable read yet: {e}"
-                            ))
-                        })?;
-                }
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                    return Err(redirect(&f))
-                }
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-                    return Err(Status::unavailable(format!(
-                        "leader cannot reach a quorum: {q}"
-                    )))
-                }
-                Err(RaftError::Fatal(f)) => {
-                    return Err(Status::unavailable(format!("raft stopped: {f}")))
-                }
-            }
+            self.state.reads.barrier(&self.state.raft).await?;
         }
         let applied = self.state.view.applied().map_err(internal)?;
         Ok(ReadHeader {

@@ -15,6 +15,7 @@ pub mod network;
 pub mod partition;
 pub mod planted;
 pub mod raft_service;
+pub mod read_index;
 pub mod server;
 pub mod state;
 pub mod transfer;

@@ -109,6 +109,7 @@ pub async fn run(
         archive_enabled: config.archive.enabled(),
         archive_status: Default::default(),
         partition,
+        reads: Default::default(),
     });
     let archiver = config
         .archive

@@ -43,6 +43,8 @@ pub struct NodeState {
     pub archive_status: crate::archiver::SharedArchiveStatus,
     /// Peer links cut by chaos (see `partition`); empty in production.
     pub partition: Arc<crate::partition::Partition>,
+    /// Shared read-index rounds for linearizable reads.
+    pub reads: Arc<crate::read_index::ReadBatcher>,
 }
 
 /// A committed and applied write.
