@@ -229,10 +229,16 @@ fn versions() -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "etcd (version unknown)".into());
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
     format!(
-        "reprise {} (commit {}), {etcd}",
-        env!("CARGO_PKG_VERSION"),
-        option_env!("REPRISE_COMMIT").unwrap_or("see git log")
+        "reprise {} (checkout at commit {commit}), {etcd}",
+        env!("CARGO_PKG_VERSION")
     )
 }
 
@@ -360,5 +366,8 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
         md,
         "- Spurious elections in a 10-minute idle run: not measured by this run."
     );
+    if let Ok(notes) = std::fs::read_to_string("bench/notes.md") {
+        let _ = writeln!(md, "\n## What limits Reprise today\n\n{}", notes.trim_end());
+    }
     md
 }
