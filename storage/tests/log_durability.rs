@@ -144,6 +144,16 @@ async fn purge_never_passes_the_archive_limit() {
         (7..=10).collect::<Vec<_>>(),
         "the clamped purge point is durable"
     );
+    // Regression: a lagging follower installs a snapshot past its log's end; the purge that
+    // follows must empty the log whatever the limit, or the next append (after the
+    // snapshot) is out of order.
+    log.limit_purge_to(Arc::new(AtomicU64::new(5)));
+    log.purge(entry(600).log_id)
+        .await
+        .expect("purge past the end");
+    assert!(indices(&mut log).await.is_empty());
+    append_durably(&mut log, [entry(601)]).await;
+    assert_eq!(indices(&mut log).await, vec![601]);
 }
 
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -142,7 +142,8 @@ impl LogStore {
 
     /// Never purge past `limit` (read at every purge): with a log archive, entries not yet
     /// archived must stay. openraft still believes it purged what it asked for; the entries
-    /// kept are only served to nobody and purged at a later request. No limit by default.
+    /// kept are only served to nobody and purged at a later request. A purge past the end
+    /// of the log (after installing a snapshot) is never held back. No limit by default.
     pub fn limit_purge_to(&mut self, limit: Arc<AtomicU64>) {
         self.purge_limit = limit;
     }
@@ -343,7 +344,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         let limit = self.purge_limit.load(Ordering::Acquire);
-        let log_id = if log_id.index <= limit {
+        let last = self.reader.lock().entries.keys().next_back().copied();
+        // A purge past the end of the log follows a snapshot install on a lagging node:
+        // the next entries start after the snapshot, so everything must go (the limit only
+        // holds back entries a leader could still archive, and these were never appended
+        // here in order).
+        let past_end = last.is_none_or(|l| log_id.index > l);
+        let log_id = if log_id.index <= limit || past_end {
             log_id
         } else {
             match self.reader.lock().entries.get(&limit) {
