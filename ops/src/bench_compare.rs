@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::cmd_bench::{
-    cluster, etcd_failover_trials, failover_trials, load_on, preload, LoadArgs, LoadReport, Target,
+    cluster, etcd_failover_trials, failover_trials, idle_count, load_on, preload, IdleReport,
+    LoadArgs, LoadReport, Target,
 };
 use crate::output::{print_json, CliResult, Format};
 
@@ -36,6 +37,9 @@ pub struct CompareArgs {
     /// Failover trials per system.
     #[arg(long, default_value_t = 5)]
     pub trials: u32,
+    /// Seconds an idle Reprise cluster is watched for elections (0 = skip).
+    #[arg(long, default_value_t = 600)]
+    pub idle_s: u64,
     /// Where to write the markdown report.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
@@ -59,6 +63,7 @@ struct Comparison {
     etcd_rss_mib: Vec<f64>,
     reprise_failover_ms: Vec<u128>,
     etcd_failover_ms: Vec<u128>,
+    idle: Option<IdleReport>,
     machine: String,
     versions: String,
 }
@@ -158,6 +163,12 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
     eprintln!("failover: {} trials each...", args.trials);
     let reprise_failover = failover_trials(args.trials).await?;
     let etcd_failover = etcd_failover_trials(args.trials).await?;
+    let idle = if args.idle_s > 0 {
+        eprintln!("idle: watching a Reprise cluster for {} s...", args.idle_s);
+        Some(idle_count(args.idle_s, &scratch).await?)
+    } else {
+        None
+    };
     let comparison = Comparison {
         cells,
         memory_keys: args.memory_keys,
@@ -165,6 +176,7 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
         etcd_rss_mib: rss.get(1).cloned().unwrap_or_default(),
         reprise_failover_ms: reprise_failover,
         etcd_failover_ms: etcd_failover,
+        idle,
         machine: machine(),
         versions: versions(),
     };
@@ -362,10 +374,27 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
         median(&c.etcd_failover_ms),
         verdict(rm <= 500)
     );
-    let _ = writeln!(
-        md,
-        "- Spurious elections in a 10-minute idle run: not measured by this run."
-    );
+    match &c.idle {
+        Some(i) => {
+            let _ = writeln!(
+                md,
+                "- Spurious elections in a {}-second idle run: {} elections, {} leader changes (term {} -> {}; every node polled {} times): {}",
+                i.seconds,
+                i.elections,
+                i.leader_changes,
+                i.first_term,
+                i.last_term,
+                i.polls,
+                verdict(i.elections == 0)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "- Spurious elections in an idle run: not measured by this run (--idle-s 0)."
+            );
+        }
+    }
     if let Ok(notes) = std::fs::read_to_string("bench/notes.md") {
         let _ = writeln!(md, "\n## What limits Reprise today\n\n{}", notes.trim_end());
     }

@@ -50,6 +50,11 @@ pub enum BenchCommand {
     Backup(crate::bench_backup::BackupBenchArgs),
     /// The same matrix against Reprise and etcd, alternating; writes BENCHMARKS.md.
     Compare(crate::bench_compare::CompareArgs),
+    /// Leave a scratch cluster idle and count elections (term changes) and leader changes.
+    Idle {
+        #[arg(long, default_value_t = 600)]
+        duration_s: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +267,7 @@ pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
         }) => etcd_failover(trials, global).await,
         Some(BenchCommand::Backup(args)) => crate::bench_backup::run(args, global).await,
         Some(BenchCommand::Compare(args)) => crate::bench_compare::run(args, global).await,
+        Some(BenchCommand::Idle { duration_s }) => idle(duration_s, global).await,
         None => {
             let report = load(&args.load, global).await?;
             match global.output {
@@ -440,6 +446,85 @@ fn progress(done: Arc<AtomicU64>, budget: u64, show: bool) -> tokio::task::JoinH
             eprintln!("  {now} ops, {} ops/s", now - last);
             last = now;
         }
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct IdleReport {
+    pub seconds: u64,
+    /// Times any node's term went up (each is an election), and leader changes seen.
+    pub elections: u64,
+    pub leader_changes: u64,
+    pub first_term: u64,
+    pub last_term: u64,
+    pub polls: u64,
+}
+
+/// `bench idle`: an idle scratch cluster must not hold elections. Polls every node's term
+/// and leader every 100 ms for the whole duration.
+async fn idle(duration_s: u64, global: &Global) -> CliResult {
+    let report = idle_count(duration_s, global).await?;
+    match global.output {
+        Format::Json => print_json(&report),
+        Format::Table => {
+            println!(
+                "idle {} s: {} elections, {} leader changes (term {} -> {}, {} polls of every node)",
+                report.seconds,
+                report.elections,
+                report.leader_changes,
+                report.first_term,
+                report.last_term,
+                report.polls
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Counts elections and leader changes of an idle cluster over `duration_s`.
+pub async fn idle_count(duration_s: u64, global: &Global) -> CliResult<IdleReport> {
+    let target = cluster(Target::Reprise, global).await?;
+    let client = Client::new(&target.endpoints, ClientOptions::default())?;
+    let started = Instant::now();
+    let (mut term, mut leader) = (0u64, None);
+    let (mut elections, mut leader_changes, mut polls) = (0u64, 0u64, 0u64);
+    let mut first_term = None;
+    let mut last_report = Instant::now();
+    while started.elapsed() < Duration::from_secs(duration_s) {
+        for ep in &target.endpoints {
+            if let Ok(s) = client.status_of(ep).await {
+                first_term.get_or_insert(s.term);
+                if s.term > term {
+                    if term != 0 {
+                        elections += s.term - term;
+                    }
+                    term = s.term;
+                }
+                if s.role == "leader" && leader != Some(s.id) {
+                    if leader.is_some() {
+                        leader_changes += 1;
+                    }
+                    leader = Some(s.id);
+                }
+            }
+        }
+        polls += 1;
+        if global.output == Format::Table && last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  {} s idle: term {term}, {elections} elections, {leader_changes} leader changes",
+                started.elapsed().as_secs()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(IdleReport {
+        seconds: duration_s,
+        elections,
+        leader_changes,
+        first_term: first_term.unwrap_or(0),
+        last_term: term,
+        polls,
     })
 }
 
