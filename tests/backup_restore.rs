@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{reprise, TestCluster};
+use common::{flip_middle_byte, reprise, StopOnDrop, TestCluster};
 use reprise_api::{Client, ClientOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -128,10 +128,7 @@ async fn backup_survives_a_site_fire_and_restores_exactly_the_acknowledged_state
         .join("backups")
         .join(&backup_id)
         .join("obj-0.shard-0");
-    let mut bytes = std::fs::read(&shard).expect("shard 0");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xFF;
-    std::fs::write(&shard, &bytes).expect("damage shard 0");
+    flip_middle_byte(&shard, 0xFF);
     let refused_into = target.path().join("refused");
     let out = reprise(
         &eps,
@@ -157,13 +154,4 @@ async fn backup_survives_a_site_fire_and_restores_exactly_the_acknowledged_state
         !refused_into.join(format!("{backup_id}.snap")).exists(),
         "nothing may be half-written"
     );
-}
-
-/// Stops a restored cluster (started by another process) by pid when the test ends.
-struct StopOnDrop(std::path::PathBuf);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = reprise_chaos::backend::local::down(&self.0);
-    }
 }

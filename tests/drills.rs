@@ -34,9 +34,8 @@ async fn run_drill(scenario: Scenario, seed: u64, ops_per_phase: u64) -> DrillRe
     report
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn site_loss_drill_passes_every_checker() {
-    let report = run_drill(Scenario::SiteLoss, 7, 300).await;
+/// Every fault verified, every checker passing, writes taken after the fault, none lost.
+fn assert_clean_pass(report: &DrillReport) {
     assert!(
         report.faults.iter().all(|f| f.verified),
         "{:?}",
@@ -45,9 +44,18 @@ async fn site_loss_drill_passes_every_checker() {
     for c in &report.checkers {
         assert_eq!(c.verdict, Verdict::Pass, "{}: {}", c.checker, c.summary);
     }
-    assert!(report.rto_ms.is_some());
+    assert!(
+        report.rto_ms.is_some(),
+        "writes must be acknowledged after the fault"
+    );
     assert_eq!(report.rpo_writes_lost, 0);
-    assert!(report.passed);
+    assert!(report.passed, "{}", report.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn site_loss_drill_passes_every_checker() {
+    let report = run_drill(Scenario::SiteLoss, 7, 300).await;
+    assert_clean_pass(&report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -142,14 +150,5 @@ async fn regression_concurrent_writes_stamped_out_of_log_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_isolation_drill_passes_every_checker() {
     let report = run_drill(Scenario::LeaderIsolation, 11, 300).await;
-    assert!(
-        report.faults.iter().all(|f| f.verified),
-        "{:?}",
-        report.faults
-    );
-    for c in &report.checkers {
-        assert_eq!(c.verdict, Verdict::Pass, "{}: {}", c.checker, c.summary);
-    }
-    assert!(report.rto_ms.is_some(), "the majority must take writes");
-    assert_eq!(report.rpo_writes_lost, 0);
+    assert_clean_pass(&report);
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::{reprise, wait_for, TestCluster};
+use common::{flip_middle_byte, reprise, wait_for, StopOnDrop, TestCluster};
 use reprise_api::pb::kv as kpb;
 use reprise_api::{Client, ClientOptions};
 
@@ -268,10 +268,7 @@ async fn restore_at_three_instants_after_a_site_fire_equals_the_acknowledged_his
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().contains(".shard-"))
         .expect("site-1's shard file");
-    let mut bytes = std::fs::read(&shard).expect("read shard");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x5A;
-    std::fs::write(&shard, &bytes).expect("damage shard");
+    flip_middle_byte(&shard, 0x5A);
     let refused = scratch.path().join("refused");
     let out = reprise(
         &live,
@@ -290,15 +287,6 @@ async fn restore_at_three_instants_after_a_site_fire_equals_the_acknowledged_his
         "nothing may be half-written: {:?}",
         std::fs::read_dir(&refused).map(|d| d.count())
     );
-}
-
-/// Stops a restored cluster (started by another process) by pid when the test ends.
-struct StopOnDrop(std::path::PathBuf);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = reprise_chaos::backend::local::down(&self.0);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

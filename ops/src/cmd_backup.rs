@@ -323,16 +323,17 @@ async fn find_manifest(client: &Client, id: &str) -> CliResult<Manifest> {
     )))
 }
 
-/// Downloads one shard file; None when the node or the file is unavailable.
-async fn fetch_shard(
+/// Asks the node at `addr` for one shard file; None when the node or the file is
+/// unavailable.
+async fn open_shard_stream(
     addr: &str,
     id: &str,
     object_id: u64,
     shard: u8,
-    into: &Path,
-) -> Option<PathBuf> {
+) -> Option<tonic::Streaming<reprise_api::pb::backup::ShardChunk>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
+        .connect_timeout(std::time::Duration::from_secs(2))
         .connect()
         .await
         .ok()?;
@@ -341,11 +342,24 @@ async fn fetch_shard(
         object_id,
         shard: u32::from(shard),
     };
-    let mut stream = backup_client(channel)
-        .get_shards(req)
-        .await
-        .ok()?
-        .into_inner();
+    Some(
+        backup_client(channel)
+            .get_shards(req)
+            .await
+            .ok()?
+            .into_inner(),
+    )
+}
+
+/// Downloads one shard file; None when the node or the file is unavailable.
+async fn fetch_shard(
+    addr: &str,
+    id: &str,
+    object_id: u64,
+    shard: u8,
+    into: &Path,
+) -> Option<PathBuf> {
+    let mut stream = open_shard_stream(addr, id, object_id, shard).await?;
     let path = into.join(format!("obj-{object_id}.shard-{shard}"));
     let mut file = tokio::fs::File::create(&path).await.ok()?;
     while let Some(chunk) = stream.message().await.ok()? {
@@ -405,22 +419,7 @@ impl std::io::Read for ArrivingShard {
 
 /// Opens the stream of one shard file; None when the node or the file is unavailable.
 async fn stream_shard(addr: &str, id: &str, object_id: u64, shard: u8) -> Option<ShardSource> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect()
-        .await
-        .ok()?;
-    let req = GetShardsRequest {
-        backup_id: id.to_string(),
-        object_id,
-        shard: u32::from(shard),
-    };
-    let mut stream = backup_client(channel)
-        .get_shards(req)
-        .await
-        .ok()?
-        .into_inner();
+    let mut stream = open_shard_stream(addr, id, object_id, shard).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let addr = addr.to_string();
     tokio::spawn(async move {

@@ -449,6 +449,25 @@ fn progress(done: Arc<AtomicU64>, budget: u64, show: bool) -> tokio::task::JoinH
     })
 }
 
+/// Writes distinct keys with `put` until one is acknowledged, right after a kill; returns
+/// the milliseconds from the kill to that acknowledgement (gives up after 30 s).
+async fn first_ack_after_kill<F, Fut>(trial: u32, mut put: F) -> CliResult<u128>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let killed = Instant::now();
+    for i in 0u64.. {
+        if put(format!("failover/{trial}/{i}")).await {
+            break;
+        }
+        if killed.elapsed() > Duration::from_secs(30) {
+            return Err(anyhow!("trial {trial}: no write acknowledged within 30 s").into());
+        }
+    }
+    Ok(killed.elapsed().as_millis())
+}
+
 #[derive(Debug, Serialize)]
 pub struct IdleReport {
     pub seconds: u64,
@@ -550,22 +569,11 @@ pub async fn failover_trials(trials: u32) -> CliResult<Vec<u128>> {
     for trial in 0..trials {
         let leader = local::barrier(&writer).await.map_err(anyhow::Error::from)?;
         cluster.kill9(leader).map_err(anyhow::Error::from)?;
-        let killed = Instant::now();
-        let mut i = 0u64;
-        loop {
-            i += 1;
-            if writer
-                .put(format!("failover/{trial}/{i}").as_bytes(), b"x")
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            if killed.elapsed() > Duration::from_secs(30) {
-                return Err(anyhow!("trial {trial}: no write acknowledged within 30 s").into());
-            }
-        }
-        let took = killed.elapsed().as_millis();
+        let took = first_ack_after_kill(trial, |key| {
+            let writer = &writer;
+            async move { writer.put(key.as_bytes(), b"x").await.is_ok() }
+        })
+        .await?;
         eprintln!(
             "  trial {}: leader node {leader} killed, first write after {took} ms",
             trial + 1
@@ -629,24 +637,11 @@ pub async fn etcd_failover_trials(trials: u32) -> CliResult<Vec<u128>> {
                 .await
                 .map_err(|e| anyhow!("etcd put before the fault: {}", e.message()))?;
             cluster.kill9(leader)?;
-            let killed = Instant::now();
-            let mut i = 0u64;
-            loop {
-                i += 1;
-                if writer
-                    .put(format!("failover/{trial}/{i}").as_bytes(), b"x")
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-                if killed.elapsed() > Duration::from_secs(30) {
-                    return Err(
-                        anyhow!("trial {trial}: no etcd put acknowledged within 30 s").into(),
-                    );
-                }
-            }
-            let took = killed.elapsed().as_millis();
+            let took = first_ack_after_kill(trial, |key| {
+                let writer = &writer;
+                async move { writer.put(key.as_bytes(), b"x").await.is_ok() }
+            })
+            .await?;
             eprintln!(
                 "  trial {}: etcd leader member {} killed, first put after {took} ms",
                 trial + 1,

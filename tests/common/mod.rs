@@ -288,3 +288,20 @@ pub async fn assert_no_lost_writes(client: &Client, history: &History) {
         }
     }
 }
+
+/// Stops a cluster that another process started (a restore) by pid when dropped.
+pub struct StopOnDrop(pub std::path::PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = reprise_chaos::backend::local::down(&self.0);
+    }
+}
+
+/// Damages a file in place: xors the byte in its middle with `mask`.
+pub fn flip_middle_byte(path: &std::path::Path, mask: u8) {
+    let mut bytes = std::fs::read(path).expect("read file to damage");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= mask;
+    std::fs::write(path, &bytes).expect("write damaged file");
+}

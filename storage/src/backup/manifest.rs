@@ -144,6 +144,33 @@ pub fn place_shards(
     Ok(placement)
 }
 
+/// A manifest of one object of `kind` covering log indices `first..=last`, stamped `hlc`,
+/// for tests of planning and retention (no shards).
+#[cfg(test)]
+pub(crate) fn test_manifest(kind: &str, id: &str, first: u64, last: u64, hlc: u64) -> Manifest {
+    Manifest {
+        format: MANIFEST_FORMAT,
+        backup_id: id.into(),
+        cluster_name: "c".into(),
+        log_index: last,
+        term: 1,
+        hlc,
+        data_shards: 2,
+        parity_shards: 1,
+        stripe_bytes: 1024,
+        objects: vec![BackupObject {
+            object_id: 0,
+            kind: kind.into(),
+            bytes: 1,
+            stripes: 1,
+            state_digest: String::new(),
+            keys: 0,
+        }],
+        shards: vec![],
+        first_index: first,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,30 +297,10 @@ pub async fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::{BackupObject, KIND_LOG, KIND_SNAPSHOT, MANIFEST_FORMAT};
+    use crate::backup::manifest::{test_manifest, KIND_LOG, KIND_SNAPSHOT};
 
     fn manifest(kind: &str, first: u64, last: u64, hlc: u64) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT,
-            backup_id: format!("{kind}-{first}-{last}"),
-            cluster_name: "c".into(),
-            log_index: last,
-            term: 1,
-            hlc,
-            data_shards: 2,
-            parity_shards: 1,
-            stripe_bytes: 1024,
-            objects: vec![BackupObject {
-                object_id: 0,
-                kind: kind.into(),
-                bytes: 1,
-                stripes: 1,
-                state_digest: String::new(),
-                keys: 0,
-            }],
-            shards: vec![],
-            first_index: first,
-        }
+        test_manifest(kind, &format!("{kind}-{first}-{last}"), first, last, hlc)
     }
 
     fn ids(p: &Plan) -> Vec<String> {

@@ -65,30 +65,10 @@ pub fn expired(manifests: &[Manifest], policy: Retention, now_unix_ms: u64) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::{BackupObject, KIND_LOG, KIND_SNAPSHOT, MANIFEST_FORMAT};
+    use crate::backup::manifest::{test_manifest, KIND_LOG, KIND_SNAPSHOT};
 
     fn manifest(kind: &str, id: &str, first: u64, last: u64, unix_ms: u64) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT,
-            backup_id: id.into(),
-            cluster_name: "c".into(),
-            log_index: last,
-            term: 1,
-            hlc: unix_ms << 16,
-            data_shards: 2,
-            parity_shards: 1,
-            stripe_bytes: 1024,
-            objects: vec![BackupObject {
-                object_id: 0,
-                kind: kind.into(),
-                bytes: 1,
-                stripes: 1,
-                state_digest: String::new(),
-                keys: 0,
-            }],
-            shards: vec![],
-            first_index: first,
-        }
+        test_manifest(kind, id, first, last, unix_ms << 16)
     }
 
     #[test]
