@@ -165,6 +165,7 @@ async fn store_segment(state: &Arc<NodeState>, segment: &Segment) -> Result<(), 
         &id,
         Box::new(std::io::Cursor::new(bytes)),
         &placement,
+        Default::default(),
         describe,
     )
     .await?;
@@ -179,7 +180,8 @@ async fn restart_after_gap(state: &Arc<NodeState>, through: u64) -> Result<(), S
         archived = through,
         purged, "entries after the archived index are not in this node's log; taking a snapshot backup to continue the archive from"
     );
-    let manifest = create_backup(state, CreateBackupRequest::default()).await?;
+    let manifest =
+        create_backup(state, CreateBackupRequest::default(), &Default::default()).await?;
     state
         .write(Operation::ArchiveMark {
             through: manifest.log_index,

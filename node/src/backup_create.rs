@@ -1,29 +1,32 @@
 //! Storing backup objects from the leader: cut an object into stripes, encode each into k
-//! data + m parity shards, stream every shard index to a node of the site it is placed
-//! in, then store the manifest on every site. Snapshot backups (a fresh snapshot) are
-//! created here; the log archive (`archiver`) stores its segments the same way.
+//! data + m parity shards, stream every shard index to a backup target of the site it is
+//! placed in (a node of the site, or a bucket: `backup_targets`), then store the manifest
+//! on every target of every site. Snapshot backups (a fresh snapshot) are created here and
+//! recorded in the replicated catalog; the log archive (`archiver`) stores its segments
+//! the same way.
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
-use reprise_api::limits::GRPC_MESSAGE_BYTES_MAX;
-use reprise_api::pb::backup::backup_client::BackupClient;
-use reprise_api::pb::backup::{BackupManifest, CreateBackupRequest, PutShardsResponse, ShardChunk};
+use reprise_api::pb::backup::CreateBackupRequest;
 use reprise_storage::backup::codec::{encode_stripe, CodecParams};
 use reprise_storage::backup::manifest::{
     place_shards, BackupObject, Manifest, ShardPlacement, KIND_SNAPSHOT, MANIFEST_FORMAT,
 };
+use reprise_storage::backup::target::{BackupStore, Location, StoredShard, TargetError};
+use reprise_storage::command::Operation;
 use reprise_storage::snapshot::format::read_trailer;
 use reprise_storage::snapshot::SnapshotDir;
 use reprise_storage::{Member, NodeId};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::Status;
 
+use crate::backup_targets::{site_stores, Store};
+use crate::node_store::NodeStore;
 use crate::state::{internal, redirect_to, NodeState};
 
 /// Default stripe size.
@@ -34,12 +37,31 @@ const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(120);
 /// Encoded records in flight per shard stream.
 const SHARD_QUEUE: usize = 4;
 
-/// Where the shards of a new backup object go: the codec, one `(site, node, addr)` per
-/// shard index, and every member (for storing the manifest on every site).
+/// The target one shard index of every stripe goes to.
+pub struct ShardTarget {
+    pub site: String,
+    pub store: Store,
+    /// For a node target: the node and its address (recorded in the manifest).
+    pub node: NodeId,
+    pub addr: String,
+}
+
+/// Where the shards of a new backup object go: the codec, one target per shard index,
+/// the targets of every site (for the manifest) and every member (a node target's
+/// manifest may go to another node of its site when the first one is down).
 pub struct Placement {
     pub params: CodecParams,
-    pub targets: Vec<(String, NodeId, String)>,
+    pub targets: Vec<ShardTarget>,
+    pub site_stores: BTreeMap<String, Vec<Store>>,
     pub members: BTreeMap<NodeId, Member>,
+}
+
+fn target_failed(e: TargetError) -> Status {
+    match e {
+        TargetError::Config(_) => Status::failed_precondition(e.to_string()),
+        TargetError::Refused { .. } => Status::failed_precondition(e.to_string()),
+        TargetError::Unavailable { .. } => Status::unavailable(e.to_string()),
+    }
 }
 
 /// Computes the placement from the current membership; only the leader places shards.
@@ -61,6 +83,9 @@ pub fn placement(state: &NodeState, req: &CreateBackupRequest) -> Result<Placeme
     let params = codec_params(req, &sites)?;
     let sited = place_shards(&sites, params.data_shards, params.parity_shards)
         .map_err(|e| Status::failed_precondition(e.to_string()))?;
+    let config = state.view.cluster_config().map_err(internal)?;
+    let stores = site_stores(&config.backup_targets, &members).map_err(target_failed)?;
+    let mut used: BTreeMap<&str, usize> = BTreeMap::new();
     let targets = sited
         .iter()
         .map(|site| {
@@ -68,50 +93,79 @@ pub fn placement(state: &NodeState, req: &CreateBackupRequest) -> Result<Placeme
                 .iter()
                 .find(|(_, m)| &m.site == site)
                 .ok_or_else(|| Status::internal("site without node"))?;
-            Ok((site.clone(), *id, m.addr.clone()))
+            let candidates = stores
+                .get(site)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Status::internal("site without backup target"))?;
+            // Several targets on one site share its shards round-robin.
+            let n = used.entry(site.as_str()).or_default();
+            let store = candidates[*n % candidates.len()].clone();
+            *n += 1;
+            let (node, addr) = match store.location() {
+                Location::Node => (*id, m.addr.clone()),
+                Location::S3 { .. } => (0, String::new()),
+            };
+            Ok(ShardTarget {
+                site: site.clone(),
+                store,
+                node,
+                addr,
+            })
         })
         .collect::<Result<_, Status>>()?;
     Ok(Placement {
         params,
         targets,
+        site_stores: stores,
         members,
     })
 }
 
 /// Erasure-codes one object read from `source`, stores shard `i` on `targets[i]`, then the
 /// manifest (built by `describe` from the stored shards, the size and the stripe count)
-/// on every site. Returns the manifest.
+/// on every site. `encoded` counts the object's bytes as they are encoded (progress).
+/// Returns the manifest.
 pub async fn store_object(
     backup_id: &str,
     source: Box<dyn Read + Send>,
     placement: &Placement,
+    encoded: Arc<AtomicU64>,
     describe: impl FnOnce(Vec<ShardPlacement>, u64, u64) -> Manifest,
 ) -> Result<Manifest, Status> {
-    let (stored, bytes, stripes) =
-        stream_shards(backup_id, source, placement.params, &placement.targets).await?;
+    let (stored, bytes, stripes) = stream_shards(
+        backup_id,
+        source,
+        placement.params,
+        &placement.targets,
+        encoded,
+    )
+    .await?;
     let shards = placement
         .targets
         .iter()
         .zip(stored)
         .enumerate()
-        .map(|(i, ((site, node, addr), r))| ShardPlacement {
+        .map(|(i, (t, r))| ShardPlacement {
             shard: i as u8,
-            site: site.clone(),
-            node: *node,
-            addr: addr.clone(),
+            site: t.site.clone(),
+            node: t.node,
+            addr: t.addr.clone(),
             bytes: r.bytes,
             crc32c: r.crc32c,
+            location: t.store.location(),
         })
         .collect();
     let manifest = describe(shards, bytes, stripes);
-    store_manifest_everywhere(&manifest, &placement.members).await?;
+    store_manifest_everywhere(&manifest, placement).await?;
     Ok(manifest)
 }
 
-/// Creates a backup of the current state; returns its manifest.
+/// Creates a backup of the current state, records it in the replicated catalog, and
+/// returns its manifest. `progress` gets the snapshot's size, then the bytes encoded.
 pub async fn create_backup(
     state: &Arc<NodeState>,
     req: CreateBackupRequest,
+    progress: &BackupProgress,
 ) -> Result<Manifest, Status> {
     let placement = placement(state, &req)?;
     let applied = state
@@ -131,12 +185,16 @@ pub async fn create_backup(
     let backup_id = format!("bk-{:012}-{}", last.index, last.leader_id.term);
     let source = std::fs::File::open(&file.path)
         .map_err(|e| internal(format!("open {}: {e}", file.path.display())))?;
+    if let Ok(meta) = source.metadata() {
+        progress.total.store(meta.len(), Ordering::Relaxed);
+    }
     let params = placement.params;
     let cluster_name = state.raft.config().cluster_name.clone();
-    store_object(
+    let manifest = store_object(
         &backup_id,
         Box::new(source),
         &placement,
+        progress.encoded.clone(),
         |shards, bytes, stripes| Manifest {
             format: MANIFEST_FORMAT,
             backup_id: backup_id.clone(),
@@ -159,7 +217,19 @@ pub async fn create_backup(
             first_index: 0,
         },
     )
-    .await
+    .await?;
+    state
+        .write(Operation::RecordBackup(Box::new(manifest.clone())))
+        .await?;
+    Ok(manifest)
+}
+
+/// How far a backup got: the object's size once known, and the bytes encoded and handed
+/// to the targets so far.
+#[derive(Debug, Default, Clone)]
+pub struct BackupProgress {
+    pub total: Arc<AtomicU64>,
+    pub encoded: Arc<AtomicU64>,
 }
 
 fn codec_params(req: &CreateBackupRequest, sites: &[String]) -> Result<CodecParams, Status> {
@@ -221,43 +291,42 @@ async fn fresh_snapshot(
 }
 
 /// Encodes the object read from `source` and streams shard `i` to `targets[i]`. Returns
-/// each node's stored size and checksum, the object size and the stripe count.
+/// each target's stored size and checksum, the object size and the stripe count.
 async fn stream_shards(
     backup_id: &str,
     source: Box<dyn Read + Send>,
     params: CodecParams,
-    targets: &[(String, NodeId, String)],
-) -> Result<(Vec<PutShardsResponse>, u64, u64), Status> {
+    targets: &[ShardTarget],
+    encoded: Arc<AtomicU64>,
+) -> Result<(Vec<StoredShard>, u64, u64), Status> {
     let mut senders = Vec::new();
     let mut uploads = Vec::new();
-    for (shard, (_, node, addr)) in targets.iter().enumerate() {
-        let (tx, rx) = mpsc::channel::<ShardChunk>(SHARD_QUEUE);
+    for (shard, target) in targets.iter().enumerate() {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(SHARD_QUEUE);
         senders.push(tx);
-        let addr = addr.clone();
-        let node = *node;
+        let store = target.store.clone();
+        let id = backup_id.to_string();
         uploads.push(tokio::spawn(async move {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| Status::internal(e.to_string()))?
-                .connect()
+            store
+                .put_shard(&id, OBJECT_ID, shard as u8, rx)
                 .await
                 .map_err(|e| {
-                    Status::unavailable(format!("shard {shard} to node {node} at {addr}: {e}"))
-                })?;
-            let mut client =
-                BackupClient::new(channel).max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-            client
-                .put_shards(ReceiverStream::new(rx))
-                .await
-                .map(|r| r.into_inner())
+                    Status::unavailable(format!("store shard {shard} of {id}: {e}"))
+                })
         }));
     }
     let id = backup_id.to_string();
-    let encoder = tokio::task::spawn_blocking(move || encode_object(&id, source, params, senders));
-    let (bytes, stripes) = encoder.await.map_err(internal)??;
+    let encoder = tokio::task::spawn_blocking(move || {
+        encode_object(&id, source, params, senders, &encoded)
+    });
+    let encoded = encoder.await.map_err(internal)?;
+    // An upload that failed closed its channel and stopped the encoder: its own error
+    // says why, so it is reported before the encoder's.
     let mut stored = Vec::new();
     for u in uploads {
         stored.push(u.await.map_err(internal)??);
     }
+    let (bytes, stripes) = encoded?;
     Ok((stored, bytes, stripes))
 }
 
@@ -265,7 +334,8 @@ fn encode_object(
     backup_id: &str,
     mut source: Box<dyn Read + Send>,
     params: CodecParams,
-    senders: Vec<mpsc::Sender<ShardChunk>>,
+    senders: Vec<mpsc::Sender<Vec<u8>>>,
+    encoded: &AtomicU64,
 ) -> Result<(u64, u64), Status> {
     let mut buf = vec![0u8; params.stripe_bytes as usize];
     let (mut bytes, mut stripe) = (0u64, 0u64);
@@ -279,17 +349,12 @@ fn encode_object(
         for (i, record) in records.into_iter().enumerate() {
             let mut data = Vec::with_capacity(record.encoded_len());
             record.write_to(&mut data).map_err(internal)?;
-            let chunk = ShardChunk {
-                backup_id: backup_id.to_string(),
-                object_id: OBJECT_ID,
-                shard: i as u32,
-                data,
-            };
             senders[i]
-                .blocking_send(chunk)
+                .blocking_send(data)
                 .map_err(|_| Status::unavailable(format!("upload of shard {i} stopped")))?;
         }
         bytes += n as u64;
+        encoded.fetch_add(n as u64, Ordering::Relaxed);
         stripe += 1;
     }
 }
@@ -305,49 +370,27 @@ fn read_full(file: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// Stores the manifest on one node of every site (the first that accepts it).
-async fn store_manifest_everywhere(
-    manifest: &Manifest,
-    members: &BTreeMap<NodeId, Member>,
-) -> Result<(), Status> {
+/// Stores the manifest on every target of every site; a node target may be served by any
+/// node of its site (the first that accepts it).
+async fn store_manifest_everywhere(manifest: &Manifest, placement: &Placement) -> Result<(), Status> {
     let json = manifest.to_json();
-    let mut by_site: BTreeMap<&str, Vec<&Member>> = BTreeMap::new();
-    for m in members.values() {
-        by_site.entry(m.site.as_str()).or_default().push(m);
-    }
-    for (site, nodes) in by_site {
-        let mut stored = false;
-        let mut last_error = String::new();
-        for m in nodes {
-            match put_manifest(&m.addr, &json).await {
-                Ok(()) => {
-                    stored = true;
-                    break;
+    let id = &manifest.backup_id;
+    for (site, stores) in &placement.site_stores {
+        for store in stores {
+            let mut result = store.put_manifest(id, &json).await;
+            if result.is_err() && store.location() == Location::Node {
+                for (node, m) in placement.members.iter().filter(|(_, m)| &m.site == site) {
+                    let other = NodeStore::new(*node, &m.addr);
+                    result = other.put_manifest(id, &json).await;
+                    if result.is_ok() {
+                        break;
+                    }
                 }
-                Err(e) => last_error = e,
             }
-        }
-        if !stored {
-            return Err(Status::unavailable(format!(
-                "store the manifest on site {site}: {last_error}"
-            )));
+            result.map_err(|e| {
+                Status::unavailable(format!("store the manifest of {id} on site {site}: {e}"))
+            })?;
         }
     }
     Ok(())
-}
-
-async fn put_manifest(addr: &str, json: &str) -> Result<(), String> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    BackupClient::new(channel)
-        .put_manifest(BackupManifest {
-            json: json.to_string(),
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{addr}: {}", e.message()))
 }

@@ -1,26 +1,26 @@
 //! Scheduled snapshot backups and retention, run by the leader: every `backup.interval_s`
-//! a snapshot backup is taken, then every member is asked what it holds, the retention
-//! policy (`reprise_storage::backup::retention`) picks what has expired, and every member
-//! deletes it. A failure is logged and retried at the next tick.
+//! a snapshot backup is taken, then every backup target (each member, each bucket) is
+//! asked what it holds, the retention policy (`reprise_storage::backup::retention`) picks
+//! what has expired, every target deletes it, and the replicated catalog forgets it. A
+//! failure is logged and retried at the next tick.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::ServerState;
-use reprise_api::pb::backup::backup_client::BackupClient;
-use reprise_api::pb::backup::{CreateBackupRequest, DeleteBackupsRequest, ListBackupsRequest};
+use reprise_api::pb::backup::CreateBackupRequest;
 use reprise_storage::backup::manifest::Manifest;
 use reprise_storage::backup::retention::{expired, Retention};
+use reprise_storage::command::Operation;
+use reprise_storage::{Member, NodeId};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::backup_create::create_backup;
+use crate::backup_targets::{all_stores, holdings};
 use crate::config::BackupSettings;
 use crate::state::NodeState;
-
-const MEMBER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts the schedule; it acts only while this node is leader.
 pub fn spawn(state: Arc<NodeState>, settings: BackupSettings) -> JoinHandle<()> {
@@ -33,7 +33,7 @@ pub fn spawn(state: Arc<NodeState>, settings: BackupSettings) -> JoinHandle<()> 
             if state.raft.metrics().borrow().state != ServerState::Leader {
                 continue;
             }
-            match create_backup(&state, CreateBackupRequest::default()).await {
+            match create_backup(&state, CreateBackupRequest::default(), &Default::default()).await {
                 Ok(m) => {
                     info!(backup = %m.backup_id, index = m.log_index, "scheduled backup taken")
                 }
@@ -53,40 +53,27 @@ pub fn spawn(state: Arc<NodeState>, settings: BackupSettings) -> JoinHandle<()> 
     })
 }
 
-async fn connect(addr: &str) -> Result<BackupClient<Channel>, String> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(MEMBER_RPC_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    Ok(BackupClient::new(channel)
-        .max_decoding_message_size(reprise_api::limits::GRPC_MESSAGE_BYTES_MAX))
-}
-
-/// Deletes expired backups on every member. Refuses to decide while a member cannot be
+/// Deletes expired backups on every target. Refuses to decide while a target cannot be
 /// asked: a backup it alone knows of could make another look expired, or vice versa.
-async fn apply_retention(state: &NodeState, policy: Retention) -> Result<(), String> {
-    let addrs: Vec<String> = state
+async fn apply_retention(state: &Arc<NodeState>, policy: Retention) -> Result<(), String> {
+    let members: BTreeMap<NodeId, Member> = state
         .raft
         .metrics()
         .borrow()
         .membership_config
         .membership()
         .nodes()
-        .map(|(_, m)| m.addr.clone())
+        .map(|(id, m)| (*id, m.clone()))
         .collect();
+    let config = state.view.cluster_config().map_err(|e| e.to_string())?;
+    let stores = all_stores(&config.backup_targets, &members).map_err(|e| e.to_string())?;
     let mut manifests: BTreeMap<String, Manifest> = BTreeMap::new();
-    for addr in &addrs {
-        let held = connect(addr)
-            .await?
-            .list_backups(ListBackupsRequest {})
-            .await
-            .map_err(|e| format!("list backups on {addr}: {}", e.message()))?
-            .into_inner();
-        for b in held.backups {
-            if let Ok(m) = Manifest::from_json(&b.manifest_json) {
+    for holding in holdings(&stores).await {
+        let held = holding
+            .held
+            .map_err(|e| format!("list backups on {}: {e}", holding.store))?;
+        for b in held {
+            if let Some(m) = b.manifest_json.and_then(|j| Manifest::from_json(&j).ok()) {
                 manifests.entry(m.backup_id.clone()).or_insert(m);
             }
         }
@@ -101,20 +88,29 @@ async fn apply_retention(state: &NodeState, policy: Retention) -> Result<(), Str
         return Ok(());
     }
     let mut deleted = 0;
-    for addr in &addrs {
-        deleted += connect(addr)
-            .await?
-            .delete_backups(DeleteBackupsRequest {
-                backup_ids: doomed.clone(),
-            })
+    for (_, store) in &stores {
+        deleted += store
+            .delete(&doomed)
             .await
-            .map_err(|e| format!("delete backups on {addr}: {}", e.message()))?
-            .into_inner()
-            .deleted;
+            .map_err(|e| format!("delete backups: {e}"))?;
+    }
+    let catalogued: Vec<String> = {
+        let catalog = config.backups;
+        doomed
+            .iter()
+            .filter(|id| catalog.contains_key(*id))
+            .cloned()
+            .collect()
+    };
+    if !catalogued.is_empty() {
+        state
+            .write(Operation::ForgetBackups(catalogued))
+            .await
+            .map_err(|e| format!("forget expired backups: {}", e.message()))?;
     }
     info!(
         expired = doomed.len(),
-        removed_on_members = deleted,
+        removed_on_targets = deleted,
         "backup retention removed expired backups and archive segments"
     );
     Ok(())

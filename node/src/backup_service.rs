@@ -3,15 +3,27 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use reprise_api::pb::backup as pb;
 use reprise_api::pb::backup::backup_server::Backup;
 use reprise_api::pb::backup::*;
+use reprise_storage::backup::manifest::Manifest;
+use reprise_storage::backup::s3::S3Store;
 use reprise_storage::backup::shard_store::{ShardStore, ShardStoreError};
+use reprise_storage::backup::target::{BackupStore, BackupTargets, TargetSpec};
+use reprise_storage::command::Operation;
 use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::backup_create::{create_backup, BackupProgress};
 use crate::state::{internal, NodeState};
+
+/// How often `CreateBackupWatch` reports progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Bytes per GetShards message.
 const READ_CHUNK_BYTES: usize = 1024 * 1024;
@@ -45,9 +57,88 @@ impl Backup for BackupService {
         &self,
         req: Request<CreateBackupRequest>,
     ) -> Result<Response<BackupManifest>, Status> {
-        let manifest = crate::backup_create::create_backup(&self.state, req.into_inner()).await?;
+        let manifest =
+            create_backup(&self.state, req.into_inner(), &BackupProgress::default()).await?;
         Ok(Response::new(BackupManifest {
             json: manifest.to_json(),
+        }))
+    }
+
+    type CreateBackupWatchStream = ReceiverStream<Result<pb::BackupProgress, Status>>;
+
+    async fn create_backup_watch(
+        &self,
+        req: Request<CreateBackupRequest>,
+    ) -> Result<Response<Self::CreateBackupWatchStream>, Status> {
+        let req = req.into_inner();
+        // Not the leader, or no valid placement: answer now, so the client can follow.
+        crate::backup_create::placement(&self.state, &req)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let progress = BackupProgress::default();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let watched = progress.clone();
+            let backup = create_backup(&state, req, &watched);
+            tokio::pin!(backup);
+            let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+            let done = loop {
+                tokio::select! {
+                    done = &mut backup => break done,
+                    _ = tick.tick() => {
+                        let update = pb::BackupProgress {
+                            bytes_total: progress.total.load(Ordering::Relaxed),
+                            bytes_encoded: progress.encoded.load(Ordering::Relaxed),
+                            manifest_json: String::new(),
+                        };
+                        // A client that went away does not stop the backup.
+                        let _ = tx.send(Ok(update)).await;
+                    }
+                }
+            };
+            let last = done.map(|m| pb::BackupProgress {
+                bytes_total: progress.total.load(Ordering::Relaxed),
+                bytes_encoded: progress.encoded.load(Ordering::Relaxed),
+                manifest_json: m.to_json(),
+            });
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_backup_config(
+        &self,
+        _req: Request<pb::GetBackupConfigRequest>,
+    ) -> Result<Response<pb::BackupConfig>, Status> {
+        let config = self.state.view.cluster_config().map_err(internal)?;
+        let json = serde_json::to_string(&config).map_err(internal)?;
+        Ok(Response::new(pb::BackupConfig { json }))
+    }
+
+    async fn set_backup_targets(
+        &self,
+        req: Request<pb::BackupTargetsJson>,
+    ) -> Result<Response<pb::SetBackupTargetsResponse>, Status> {
+        let targets: BackupTargets = serde_json::from_str(&req.into_inner().json)
+            .map_err(|e| Status::invalid_argument(format!("backup targets: {e}")))?;
+        let metrics = self.state.raft.metrics().borrow().clone();
+        let mut sites: Vec<String> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, m)| m.site.clone())
+            .collect();
+        sites.sort();
+        sites.dedup();
+        targets
+            .validate(&sites)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        check_buckets(&targets, &self.state.raft.config().cluster_name).await?;
+        let written = self
+            .state
+            .write(Operation::SetBackupTargets(targets))
+            .await?;
+        Ok(Response::new(pb::SetBackupTargetsResponse {
+            log_index: written.log_id.index,
         }))
     }
 
@@ -190,4 +281,34 @@ impl Backup for BackupService {
             backups: held,
         }))
     }
+}
+
+/// Before a bucket becomes a target: it must answer with these credentials, and its prefix
+/// must not hold another cluster's backups (backup ids restart in a new epoch, so two
+/// clusters sharing a prefix could overwrite each other's backups).
+async fn check_buckets(targets: &BackupTargets, cluster: &str) -> Result<(), Status> {
+    for (site, specs) in &targets.sites {
+        for spec in specs {
+            let TargetSpec::S3(s) = spec else { continue };
+            let store =
+                S3Store::new(s).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let held = store.list().await.map_err(|e| {
+                Status::failed_precondition(format!("site {site}: cannot list the bucket: {e}"))
+            })?;
+            let other = held
+                .iter()
+                .filter_map(|b| b.manifest_json.as_deref())
+                .filter_map(|j| Manifest::from_json(j).ok())
+                .find(|m| m.cluster_name != cluster);
+            if let Some(m) = other {
+                return Err(Status::failed_precondition(format!(
+                    "site {site}: {} already holds backups of cluster {:?} (e.g. {}); give this cluster its own prefix",
+                    store.describe(),
+                    m.cluster_name,
+                    m.backup_id
+                )));
+            }
+        }
+    }
+    Ok(())
 }

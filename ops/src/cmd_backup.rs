@@ -1,27 +1,26 @@
-//! `reprise backup create|list|verify`: erasure-coded backups across sites.
+//! `reprise backup create|list|verify|drill|targets`: erasure-coded backups across sites.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use clap::Subcommand;
 use reprise_api::client::Retry;
-use reprise_api::pb::backup::backup_client::BackupClient;
-use reprise_api::pb::backup::{
-    CreateBackupRequest, GetShardsRequest, ListBackupsRequest, ListBackupsResponse,
-};
-use reprise_api::Client;
+use reprise_api::pb::backup::{BackupTargetsJson, CreateBackupRequest};
+use reprise_node::backup_fetch::{all_manifests, rebuild_object, Fetch};
+use reprise_node::backup_targets::holdings;
+use reprise_node::restore_drill::{restore_drill, DrillPoint, RestoreDrillReport};
 use reprise_storage::backup::manifest::Manifest;
-use reprise_storage::backup::reconstruct::{
-    rebuild, rebuild_from, Rebuilt, ReconstructError, ShardSource,
-};
+use reprise_storage::backup::reconstruct::Rebuilt;
+use reprise_storage::backup::target::TargetSpec;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tonic::transport::Channel;
 
+use crate::backup_sources::{backup_client, cluster_config, sources, Sources};
 use crate::cli::Global;
 use crate::output::{print_json, print_table, CliError, CliResult, Format};
+use crate::targets_file;
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -38,15 +37,45 @@ pub enum BackupCommand {
         parity_shards: u32,
     },
     /// Backups, their size and instant, shards present per site, survivability.
-    List,
+    List {
+        /// Read bucket credentials from this targets file instead of the cluster.
+        #[arg(long)]
+        targets: Option<PathBuf>,
+    },
     /// Read every shard, check checksums, rebuild, compare the state checksum.
-    Verify { id: String },
+    Verify {
+        id: String,
+        /// Read bucket credentials from this targets file instead of the cluster.
+        #[arg(long)]
+        targets: Option<PathBuf>,
+    },
+    /// Restore the newest point and an earlier one into a scratch directory, check their
+    /// state checksums, and measure restore time and the real RPO. Starts no cluster.
+    Drill {
+        /// Picks the earlier point (default: random).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Read bucket credentials from this targets file instead of the cluster.
+        #[arg(long)]
+        targets: Option<PathBuf>,
+    },
+    /// Where each site keeps its backups (replicated cluster config).
+    Targets {
+        #[command(subcommand)]
+        command: TargetsCommand,
+    },
 }
 
-fn backup_client(c: Channel) -> BackupClient<Channel> {
-    BackupClient::new(c)
-        .max_decoding_message_size(reprise_api::limits::GRPC_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(reprise_api::limits::GRPC_MESSAGE_BYTES_MAX)
+#[derive(Debug, Subcommand)]
+pub enum TargetsCommand {
+    /// The configured targets of every site (secrets redacted).
+    Show,
+    /// Replace every site's targets with those of a targets file
+    /// (see deploy/config/backup-targets.toml).
+    Set {
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 fn hlc_time(hlc: u64) -> String {
@@ -56,48 +85,139 @@ fn hlc_time(hlc: u64) -> String {
 
 /// Runs a backup command.
 pub async fn run(cmd: BackupCommand, global: &Global) -> CliResult {
-    let client = global.client()?;
     match cmd {
         BackupCommand::Create {
             stripe_bytes,
             data_shards,
             parity_shards,
         } => {
-            if global.output == Format::Table {
-                eprintln!("creating a backup: snapshot, encode, store shards on every site...");
-            }
-            let client = global.long_client()?;
-            let started = Instant::now();
             let req = CreateBackupRequest {
                 stripe_bytes,
                 data_shards,
                 parity_shards,
             };
+            create(global, req).await
+        }
+        BackupCommand::List { targets } => {
+            list(&sources(global, targets.as_deref()).await?, global.output).await
+        }
+        BackupCommand::Verify { id, targets } => {
+            verify(&sources(global, targets.as_deref()).await?, &id, global.output).await
+        }
+        BackupCommand::Drill { seed, targets } => {
+            drill(&sources(global, targets.as_deref()).await?, seed, global.output).await
+        }
+        BackupCommand::Targets { command } => targets(command, global).await,
+    }
+}
+
+async fn create(global: &Global, req: CreateBackupRequest) -> CliResult {
+    let show = global.output == Format::Table;
+    let tty = show && std::io::stderr().is_terminal();
+    if show {
+        eprintln!("creating a backup: snapshot, encode, store shards on every site...");
+    }
+    let client = global.long_client()?;
+    let started = Instant::now();
+    let mut stream = client
+        .call(Retry::Idempotent, |c| async move {
+            backup_client(c).create_backup_watch(req).await
+        })
+        .await?;
+    let mut manifest = None;
+    while let Some(update) = stream
+        .message()
+        .await
+        .map_err(|s| CliError::Runtime(anyhow!("backup failed: {}", s.message())))?
+    {
+        if !update.manifest_json.is_empty() {
+            manifest =
+                Some(Manifest::from_json(&update.manifest_json).map_err(anyhow::Error::from)?);
+        } else if tty && update.bytes_total > 0 {
+            eprint!(
+                "\r  encoded {:.1} of {:.1} MB ({:.0} %)   ",
+                update.bytes_encoded as f64 / 1e6,
+                update.bytes_total as f64 / 1e6,
+                100.0 * update.bytes_encoded as f64 / update.bytes_total as f64
+            );
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    let manifest =
+        manifest.ok_or_else(|| anyhow!("the leader ended the backup without a manifest"))?;
+    let took = started.elapsed();
+    match global.output {
+        Format::Json => print_json(
+            &serde_json::json!({ "manifest": manifest, "took_ms": took.as_millis() }),
+        ),
+        Format::Table => {
+            print_manifest(&manifest);
+            let bytes: u64 = manifest.objects.iter().map(|o| o.bytes).sum();
+            println!(
+                "took {:.2} s ({:.1} MB/s of state)",
+                took.as_secs_f64(),
+                bytes as f64 / 1e6 / took.as_secs_f64().max(1e-9)
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn targets(cmd: TargetsCommand, global: &Global) -> CliResult {
+    let client = global.client()?;
+    match cmd {
+        TargetsCommand::Show => {
+            let shown = cluster_config(&client).await?.backup_targets.redacted();
+            match global.output {
+                Format::Json => print_json(&shown),
+                Format::Table => {
+                    let status = crate::cmd_cluster::gather(&client).await?;
+                    let mut sites: Vec<String> =
+                        status.members.iter().map(|m| m.site.clone()).collect();
+                    sites.sort();
+                    sites.dedup();
+                    for site in sites {
+                        for t in shown.for_site(&site) {
+                            match t {
+                                TargetSpec::Node => println!("{site}: a node of the site"),
+                                TargetSpec::S3(s) => println!("{site}: {}", s.location()),
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        }
+        TargetsCommand::Set { file } => {
+            let targets = targets_file::read(&file)?;
+            let json = serde_json::to_string(&targets).context("encode targets")?;
             let resp = client
-                .call(Retry::Idempotent, |c| async move {
-                    backup_client(c).create_backup(req).await
+                .call(Retry::OnlyIfNotApplied, |c| {
+                    let json = json.clone();
+                    async move {
+                        backup_client(c)
+                            .set_backup_targets(BackupTargetsJson { json })
+                            .await
+                    }
                 })
                 .await?;
-            let manifest = Manifest::from_json(&resp.json).map_err(anyhow::Error::from)?;
-            let took = started.elapsed();
             match global.output {
-                Format::Json => print_json(
-                    &serde_json::json!({ "manifest": manifest, "took_ms": took.as_millis() }),
-                ),
+                Format::Json => print_json(&serde_json::json!({
+                    "log_index": resp.log_index,
+                    "targets": targets.redacted(),
+                })),
                 Format::Table => {
-                    print_manifest(&manifest);
-                    let bytes: u64 = manifest.objects.iter().map(|o| o.bytes).sum();
                     println!(
-                        "took {:.2} s ({:.1} MB/s of state)",
-                        took.as_secs_f64(),
-                        bytes as f64 / 1e6 / took.as_secs_f64().max(1e-9)
+                        "backup targets set for {} site(s) (log index {}); new backups and archive segments use them",
+                        targets.sites.len(),
+                        resp.log_index
                     );
                     Ok(())
                 }
             }
         }
-        BackupCommand::List => list(&client, global.output).await,
-        BackupCommand::Verify { id } => verify(&client, &id, global.output).await,
     }
 }
 
@@ -116,34 +236,21 @@ fn print_manifest(m: &Manifest) {
         m.data_shards, m.parity_shards, m.stripe_bytes
     );
     for s in &m.shards {
+        let at = match &s.location {
+            reprise_storage::backup::target::Location::Node => {
+                format!("node {} at {}", s.node, s.addr)
+            }
+            other => other.to_string(),
+        };
         println!(
-            "  shard {} -> site {} (node {} at {}), {} bytes",
-            s.shard, s.site, s.node, s.addr, s.bytes
+            "  shard {} -> site {} ({at}), {} bytes",
+            s.shard, s.site, s.bytes
         );
     }
     println!(
         "  survives loss of any {} site(s)",
         m.survivable_site_losses()
     );
-}
-
-/// Every node's view of the backups it holds.
-async fn holdings(client: &Client) -> CliResult<Vec<ListBackupsResponse>> {
-    let status = crate::cmd_cluster::gather(client).await?;
-    let mut out = Vec::new();
-    for m in status.members.iter().filter(|m| m.reachable) {
-        let eps = [m.addr.clone()];
-        let one = Client::new(&eps, Default::default())?;
-        if let Ok(r) = one
-            .call(Retry::Idempotent, |c| async move {
-                backup_client(c).list_backups(ListBackupsRequest {}).await
-            })
-            .await
-        {
-            out.push(r);
-        }
-    }
-    Ok(out)
 }
 
 #[derive(Serialize)]
@@ -156,22 +263,37 @@ struct ListRow {
     shards_total: usize,
     present_per_site: BTreeMap<String, usize>,
     survives_site_losses: usize,
+    /// Recorded in the cluster's replicated catalog.
+    recorded: bool,
 }
 
-async fn list(client: &Client, format: Format) -> CliResult {
+async fn list(src: &Sources, format: Format) -> CliResult {
     let mut manifests: BTreeMap<String, Manifest> = BTreeMap::new();
     let mut present: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for node in holdings(client).await? {
-        for b in node.backups {
-            if let Ok(m) = Manifest::from_json(&b.manifest_json) {
+    let mut unreachable = Vec::new();
+    for h in holdings(&src.stores).await {
+        let held = match h.held {
+            Ok(held) => held,
+            Err(e) => {
+                unreachable.push(format!("site {}: {e}", h.site));
+                continue;
+            }
+        };
+        for b in held {
+            let manifest = b.manifest_json.as_deref().and_then(|j| Manifest::from_json(j).ok());
+            if let Some(m) = manifest {
                 manifests.entry(b.backup_id.clone()).or_insert(m);
             }
             *present
                 .entry(b.backup_id)
                 .or_default()
-                .entry(node.site.clone())
+                .entry(h.site.clone())
                 .or_default() += b.shards.len();
         }
+    }
+    // Recorded in the catalog but with no manifest left on any site: still listed.
+    for (id, m) in &src.catalog {
+        manifests.entry(id.clone()).or_insert_with(|| m.clone());
     }
     let archive = archive_summary(manifests.values().filter(|m| m.is_log_segment()), &present);
     let rows: Vec<ListRow> = manifests
@@ -188,11 +310,14 @@ async fn list(client: &Client, format: Format) -> CliResult {
                 shards_total: m.shards.len(),
                 present_per_site: per_site,
                 survives_site_losses: m.survivable_site_losses(),
+                recorded: src.catalog.contains_key(&m.backup_id),
             }
         })
         .collect();
     match format {
-        Format::Json => print_json(&serde_json::json!({ "backups": rows, "archive": archive })),
+        Format::Json => print_json(
+            &serde_json::json!({ "backups": rows, "archive": archive, "unreachable": unreachable }),
+        ),
         Format::Table => {
             let table: Vec<Vec<String>> = rows
                 .iter()
@@ -219,6 +344,9 @@ async fn list(client: &Client, format: Format) -> CliResult {
                 &table,
             );
             print_archive(&archive);
+            for u in &unreachable {
+                println!("warning: could not list {u}");
+            }
             Ok(())
         }
     }
@@ -308,67 +436,6 @@ fn print_archive(a: &ArchiveSummary) {
     }
 }
 
-async fn find_manifest(client: &Client, id: &str) -> CliResult<Manifest> {
-    for node in holdings(client).await? {
-        for b in node.backups {
-            if b.backup_id == id {
-                if let Ok(m) = Manifest::from_json(&b.manifest_json) {
-                    return Ok(m);
-                }
-            }
-        }
-    }
-    Err(CliError::NotFound(format!(
-        "no site holds a manifest for backup {id:?}"
-    )))
-}
-
-/// Asks the node at `addr` for one shard file; None when the node or the file is
-/// unavailable.
-async fn open_shard_stream(
-    addr: &str,
-    id: &str,
-    object_id: u64,
-    shard: u8,
-) -> Option<tonic::Streaming<reprise_api::pb::backup::ShardChunk>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect()
-        .await
-        .ok()?;
-    let req = GetShardsRequest {
-        backup_id: id.to_string(),
-        object_id,
-        shard: u32::from(shard),
-    };
-    Some(
-        backup_client(channel)
-            .get_shards(req)
-            .await
-            .ok()?
-            .into_inner(),
-    )
-}
-
-/// Downloads one shard file; None when the node or the file is unavailable.
-async fn fetch_shard(
-    addr: &str,
-    id: &str,
-    object_id: u64,
-    shard: u8,
-    into: &Path,
-) -> Option<PathBuf> {
-    let mut stream = open_shard_stream(addr, id, object_id, shard).await?;
-    let path = into.join(format!("obj-{object_id}.shard-{shard}"));
-    let mut file = tokio::fs::File::create(&path).await.ok()?;
-    while let Some(chunk) = stream.message().await.ok()? {
-        file.write_all(&chunk.data).await.ok()?;
-    }
-    file.flush().await.ok()?;
-    Some(path)
-}
-
 #[derive(Serialize)]
 struct VerifyOut<'a> {
     backup_id: &'a str,
@@ -379,205 +446,26 @@ struct VerifyOut<'a> {
     took_ms: u128,
 }
 
-/// Fetches every shard of backup `id` and rebuilds its snapshot into `out` (nothing is
-/// left at `out` when the rebuild fails). Returns the manifest and the rebuild outcome.
-pub async fn fetch_and_rebuild(
-    client: &Client,
-    id: &str,
-    out: &Path,
-) -> CliResult<(Manifest, Result<Rebuilt, ReconstructError>)> {
-    let manifest = find_manifest(client, id).await?;
-    let result = rebuild_object(&manifest, out, Fetch::Every).await?;
-    Ok((manifest, result))
-}
-
-/// One shard's bytes as they arrive over gRPC, readable by the blocking rebuild.
-struct ArrivingShard {
-    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl std::io::Read for ArrivingShard {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.chunk.len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.chunk.len() - self.pos);
-        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// Opens the stream of one shard file; None when the node or the file is unavailable.
-async fn stream_shard(addr: &str, id: &str, object_id: u64, shard: u8) -> Option<ShardSource> {
-    let mut stream = open_shard_stream(addr, id, object_id, shard).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let addr = addr.to_string();
-    tokio::spawn(async move {
-        loop {
-            let item = match stream.message().await {
-                Ok(Some(chunk)) => Ok(chunk.data),
-                Ok(None) => break,
-                Err(e) => Err(format!("shard {shard} from {addr}: {}", e.message())),
-            };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    Some(Box::new(ArrivingShard {
-        rx,
-        chunk: Vec::new(),
-        pos: 0,
-    }))
-}
-
-/// Which shards a rebuild downloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fetch {
-    /// Every shard, to check each one (verify).
-    Every,
-    /// The k data shards, streamed into the decoder; every shard (staged in files) only if
-    /// the data shards do not suffice (restore: less to download and nothing staged on
-    /// disk when every site is healthy).
-    DataFirst,
-}
-
-/// Downloads the shards at `indices` concurrently into `scratch`.
-async fn fetch_shards(
-    manifest: &Manifest,
-    object_id: u64,
-    indices: &[usize],
-    scratch: &Path,
-    files: &mut [Option<PathBuf>],
-) {
-    let mut tasks = Vec::new();
-    for &i in indices {
-        let Some(s) = manifest.shards.get(i) else {
-            continue;
-        };
-        let (addr, id, shard, dir) = (
-            s.addr.clone(),
-            manifest.backup_id.clone(),
-            s.shard,
-            scratch.to_path_buf(),
-        );
-        tasks.push((
-            i,
-            tokio::spawn(async move { fetch_shard(&addr, &id, object_id, shard, &dir).await }),
-        ));
-    }
-    for (i, task) in tasks {
-        if let Some(slot) = files.get_mut(i) {
-            *slot = task.await.ok().flatten();
-        }
-    }
-}
-
-/// Fetches the shards `manifest` places (from the nodes it names) and rebuilds its object
-/// into `out`; a shard that cannot be fetched counts as missing.
-pub async fn rebuild_object(
-    manifest: &Manifest,
-    out: &Path,
-    fetch: Fetch,
-) -> CliResult<Result<Rebuilt, ReconstructError>> {
-    let id = &manifest.backup_id;
-    let scratch = tempdir()?;
-    let object = manifest
-        .objects
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow!("backup {id} lists no objects"))?;
-    let total = manifest.shards.len();
-    let data = usize::from(manifest.data_shards).min(total);
-    let run = |sources: Vec<Option<ShardSource>>| {
-        let (m, o, out) = (manifest.clone(), object.clone(), out.to_path_buf());
-        tokio::task::spawn_blocking(move || rebuild_from(&m, &o, sources, &out))
-    };
-    let mut attempted = 0;
-    let mut result = None;
-    if fetch == Fetch::DataFirst {
-        // Stream the k data shards straight into the decoder: nothing is staged on disk.
-        let mut sources = Vec::new();
-        for s in &manifest.shards[..data] {
-            sources.push(stream_shard(&s.addr, id, object.object_id, s.shard).await);
-        }
-        attempted = data;
-        let streamed = run(sources).await.context("rebuild task")?;
-        if !matches!(streamed, Err(ReconstructError::TooFewShards { .. })) {
-            result = Some(streamed);
-        }
-    }
-    let result = match result {
-        Some(r) => r,
-        None => {
-            // Every shard, staged in files, so each one is read and judged.
-            let mut files: Vec<Option<PathBuf>> = vec![None; total];
-            let all: Vec<usize> = (0..total).collect();
-            fetch_shards(manifest, object.object_id, &all, &scratch, &mut files).await;
-            attempted = total;
-            let (m, o, out) = (manifest.clone(), object.clone(), out.to_path_buf());
-            tokio::task::spawn_blocking(move || rebuild(&m, &o, &files, &out))
-                .await
-                .context("rebuild task")?
-        }
-    };
-    let _ = std::fs::remove_dir_all(&scratch);
-    // Report health only for shards that were asked for: parity left alone is not missing.
-    Ok(result.map(|mut rebuilt| {
-        rebuilt.shards.retain(|h| usize::from(h.shard) < attempted);
-        rebuilt
-    }))
-}
-
-/// Every manifest (snapshot backups and log archive segments) any reachable site holds,
-/// one per backup id.
-pub async fn all_manifests(client: &Client) -> CliResult<Vec<Manifest>> {
-    let mut by_id: BTreeMap<String, Manifest> = BTreeMap::new();
-    for node in holdings(client).await? {
-        for b in node.backups {
-            if let Ok(m) = Manifest::from_json(&b.manifest_json) {
-                by_id.entry(m.backup_id.clone()).or_insert(m);
-            }
-        }
-    }
-    Ok(by_id.into_values().collect())
-}
-
-/// The newest backup (highest log index) any site holds a manifest for.
-pub async fn latest_backup(client: &Client) -> CliResult<String> {
-    let mut best: Option<Manifest> = None;
-    for node in holdings(client).await? {
-        for b in node.backups {
-            if let Ok(m) = Manifest::from_json(&b.manifest_json) {
-                if m.is_log_segment() {
-                    continue;
-                }
-                if best.as_ref().is_none_or(|x| m.log_index > x.log_index) {
-                    best = Some(m);
-                }
-            }
-        }
-    }
-    best.map(|m| m.backup_id)
-        .ok_or_else(|| CliError::NotFound("no backup found on any site".into()))
-}
-
-async fn verify(client: &Client, id: &str, format: Format) -> CliResult {
+async fn verify(src: &Sources, id: &str, format: Format) -> CliResult {
     let started = Instant::now();
+    let (manifests, _) = all_manifests(&src.stores).await;
+    let manifest = manifests
+        .into_iter()
+        .find(|m| m.backup_id == id)
+        .or_else(|| src.catalog.get(id).cloned())
+        .ok_or_else(|| CliError::NotFound(format!("no site holds a manifest for backup {id:?}")))?;
     let scratch = tempdir()?;
-    let (manifest, result) = fetch_and_rebuild(client, id, &scratch.join("rebuilt.snap")).await?;
+    let result = rebuild_object(
+        &manifest,
+        &src.targets,
+        &scratch.join("rebuilt.snap"),
+        &scratch,
+        Fetch::Every,
+    )
+    .await
+    .map_err(anyhow::Error::from);
     let _ = std::fs::remove_dir_all(&scratch);
+    let result = result?;
     let (rebuilt, error) = match &result {
         Ok(r) => (Some(r), None),
         Err(e) => (None, Some(e.to_string())),
@@ -647,6 +535,78 @@ fn print_verify(manifest: &Manifest, out: &VerifyOut<'_>) {
         println!("  {e}");
     }
     println!("  took {} ms", out.took_ms);
+}
+
+async fn drill(src: &Sources, seed: Option<u64>, format: Format) -> CliResult {
+    let seed = seed.unwrap_or_else(rand::random);
+    let (manifests, unreachable) = all_manifests(&src.stores).await;
+    if format == Format::Table {
+        eprintln!(
+            "restore drill (seed {seed}): {} manifest(s) found; restoring the newest point and an earlier one...",
+            manifests.len()
+        );
+        for u in &unreachable {
+            eprintln!("  could not list {u}");
+        }
+    }
+    let scratch = tempdir()?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let report = restore_drill(&manifests, &src.targets, &scratch, seed, now)
+        .await
+        .map_err(|e| match e {
+            reprise_node::restore::RestoreRunError::NotRestorable(m) => CliError::NotApplied(m),
+            other => CliError::Runtime(other.into()),
+        })?;
+    match format {
+        Format::Json => print_json(&serde_json::json!({ "seed": seed, "report": report }))?,
+        Format::Table => print_drill(&report),
+    }
+    if report.passed {
+        Ok(())
+    } else {
+        Err(CliError::NotApplied(format!(
+            "restore drill failed: {}",
+            report.failures.join("; ")
+        )))
+    }
+}
+
+fn print_point(name: &str, p: &DrillPoint) {
+    let compared = match (&p.compared_with, p.checksum_matches) {
+        (Some(b), Some(true)) => format!(", equals backup {b}'s recorded checksum"),
+        (Some(b), Some(false)) => format!(", DIFFERS from backup {b}'s recorded checksum"),
+        _ => String::new(),
+    };
+    println!(
+        "  {name}: index {} ({}), from {} + {} segment(s), {} entries replayed, restored in {} ms{compared}",
+        p.restored.log_index,
+        crate::cmd_restore::hlc_instant(p.restored.hlc),
+        p.restored.base_backup.as_deref().unwrap_or("an empty state"),
+        p.restored.segments_replayed,
+        p.restored.entries_replayed,
+        p.restore_ms,
+    );
+}
+
+fn print_drill(r: &RestoreDrillReport) {
+    println!(
+        "restore drill: {}",
+        if r.passed { "PASSED" } else { "FAILED" }
+    );
+    print_point("newest point", &r.latest);
+    if let Some(e) = &r.earlier {
+        print_point("earlier point", e);
+    }
+    println!(
+        "  newest restorable write is {:.1} s old (what a restore now would lose at most)",
+        r.newest_restorable_age_ms as f64 / 1000.0
+    );
+    for f in &r.failures {
+        println!("  failure: {f}");
+    }
 }
 
 /// A fresh scratch directory.

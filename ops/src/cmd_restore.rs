@@ -1,8 +1,10 @@
 //! `reprise restore`: point-in-time restore into a fresh local cluster. Picks the newest
 //! snapshot backup at or before the target (`--at TIME`, `--index N`, `--latest`, or
-//! exactly one `--backup ID`), rebuilds it and the log archive segments after it from any
-//! k shards of each stripe, replays the archived entries up to the target, and starts a
-//! fresh cluster from the result. The restored cluster is a new epoch: new node ids,
+//! exactly one `--backup ID`); the restore engine (`reprise_node::restore`) rebuilds it
+//! and the log archive segments after it from any k shards of each stripe and replays the
+//! archived entries up to the target; then a fresh cluster starts from the result.
+//! Backups are read from the live cluster's targets, or from the buckets of a targets
+//! file (`--targets`) when no cluster is left. The restored cluster is a new epoch: new node ids,
 //! addresses and cluster name, so a client of the old cluster cannot mix the two.
 //!
 //! Everything is staged under `INTO/.staging`; if any step fails, what this command
@@ -12,18 +14,18 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use clap::Args;
 use rand::Rng;
 use reprise_chaos::backend::local::{self, LocalSpec, CLUSTER_FILE};
-use reprise_storage::backup::archive::Segment;
-use reprise_storage::backup::manifest::Manifest;
-use reprise_storage::backup::reconstruct::ShardHealth;
-use reprise_storage::backup::restore::{plan, replay, Plan, RestoreError, Target};
+use reprise_node::backup_fetch::all_manifests;
+use reprise_node::restore::{restore_point, DamagedShard, RestoreEvent, RestoreRunError};
+use reprise_storage::backup::restore::{plan, Plan, RestoreError, Target};
+use reprise_storage::backup::target::BackupTargets;
 use serde::Serialize;
 
+use crate::backup_sources::sources;
 use crate::cli::Global;
-use crate::cmd_backup::{all_manifests, rebuild_object, Fetch};
 use crate::cmd_local::this_exe;
 use crate::output::{print_json, CliError, CliResult, Format};
 
@@ -47,19 +49,14 @@ pub struct RestoreArgs {
     /// Directory for the restored cluster (must not hold a cluster yet).
     #[arg(long)]
     pub into: PathBuf,
+    /// Read backups from the buckets of this targets file (needed when no cluster is
+    /// left to ask; see deploy/config/backup-targets.toml).
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     pub sites: u32,
     #[arg(long, default_value_t = 1)]
     pub nodes_per_site: u32,
-}
-
-/// A shard found missing or damaged while rebuilding one backup object.
-#[derive(Serialize)]
-struct DamagedShard {
-    backup_id: String,
-    shard: u8,
-    site: String,
-    problem: String,
 }
 
 #[derive(Serialize)]
@@ -129,8 +126,13 @@ pub async fn run(args: RestoreArgs, global: &Global) -> CliResult {
         .into());
     }
     let target = parse_target(&args)?;
-    let client = global.client()?;
-    let manifests = all_manifests(&client).await?;
+    let src = sources(global, args.targets.as_deref()).await?;
+    let (manifests, unreachable) = all_manifests(&src.stores).await;
+    if global.output == Format::Table {
+        for u in &unreachable {
+            eprintln!("could not list {u}; restoring from what the other sites hold");
+        }
+    }
     let restore_plan = match &args.backup {
         Some(id) => Plan {
             base: Some(
@@ -154,7 +156,7 @@ pub async fn run(args: RestoreArgs, global: &Global) -> CliResult {
     };
     let created_into = !args.into.exists();
     let staging = args.into.join(".staging");
-    let result = restore(&args, target, &restore_plan, &staging, global).await;
+    let result = restore(&args, target, &restore_plan, &src.targets, &staging, global).await;
     let _ = std::fs::remove_dir_all(&staging);
     if result.is_err() && created_into {
         let _ = std::fs::remove_dir_all(&args.into);
@@ -173,12 +175,13 @@ async fn restore(
     args: &RestoreArgs,
     target: Target,
     p: &Plan,
+    targets: &BackupTargets,
     staging: &Path,
     global: &Global,
 ) -> CliResult<RestoreOut> {
     let started = Instant::now();
     let show = global.output == Format::Table;
-    std::fs::create_dir_all(staging).with_context(|| format!("create {}", staging.display()))?;
+    let tty = show && std::io::stderr().is_terminal();
     if show {
         eprintln!(
             "restore plan: {} then {} log archive segment(s) up to index {}",
@@ -190,99 +193,38 @@ async fn restore(
             p.reach()
         );
     }
-    let mut damaged = Vec::new();
-    let mut bytes_fetched = 0u64;
-    let base = match &p.base {
-        Some(m) => {
-            if show {
-                eprintln!(
-                    "rebuilding snapshot backup {} from every site...",
-                    m.backup_id
-                );
-            }
-            let path = staging.join("base.snap");
-            let rebuilt = rebuild_object(m, &path, Fetch::DataFirst)
-                .await?
-                .map_err(|e| {
-                    CliError::NotApplied(format!("backup {} cannot be restored: {e}", m.backup_id))
-                })?;
-            if !rebuilt.digest_matches {
-                return Err(CliError::NotApplied(format!(
-                    "backup {}: rebuilt state checksum differs from the manifest; refusing to restore",
-                    m.backup_id
-                )));
-            }
-            note_damage(m, &rebuilt.shards, &mut damaged);
-            bytes_fetched += rebuilt.bytes;
-            Some(path)
+    let progress = move |event: RestoreEvent| match event {
+        RestoreEvent::RebuildingBase { backup_id } if show => {
+            eprintln!("rebuilding snapshot backup {backup_id} from every site...")
         }
-        None => None,
+        RestoreEvent::RebuildingSegment { done, of } if tty => {
+            eprint!("\rrebuilding log archive segment {done}/{of}")
+        }
+        RestoreEvent::Rebuilt { bytes, ms } if show => {
+            if tty {
+                eprintln!();
+            }
+            eprintln!("rebuilt {bytes} bytes in {ms} ms; replaying archived entries...")
+        }
+        RestoreEvent::Replayed { entries, index, ms } if show => eprintln!(
+            "replayed {entries} entries in {ms} ms; starting a fresh cluster from index {index}..."
+        ),
+        _ => {}
     };
-    let mut segment_files = Vec::new();
-    let tty = show && std::io::stderr().is_terminal();
-    for (i, m) in p.segments.iter().enumerate() {
-        if tty {
-            eprint!(
-                "\rrebuilding log archive segment {}/{}",
-                i + 1,
-                p.segments.len()
-            );
-        }
-        let path = staging.join(format!("{}.seg", m.backup_id));
-        let rebuilt = rebuild_object(m, &path, Fetch::DataFirst)
-            .await?
-            .map_err(|e| {
-                CliError::NotApplied(format!(
-                    "log archive segment {} cannot be restored: {e}",
-                    m.backup_id
-                ))
-            })?;
-        if !rebuilt.digest_matches {
-            return Err(CliError::NotApplied(format!(
-                "log archive segment {}: rebuilt bytes differ from the manifest's checksum; refusing to restore",
-                m.backup_id
-            )));
-        }
-        note_damage(m, &rebuilt.shards, &mut damaged);
-        bytes_fetched += rebuilt.bytes;
-        segment_files.push((m.backup_id.clone(), path));
-    }
-    if tty {
-        eprintln!();
-    }
-    let rebuild_ms = started.elapsed().as_millis();
-    if show {
-        eprintln!(
-            "rebuilt {bytes_fetched} bytes in {rebuild_ms} ms; replaying archived entries..."
-        );
-    }
-    let replay_started = Instant::now();
-    let segments = segment_files.into_iter().map(|(id, path)| {
-        let bytes = std::fs::read(&path).map_err(|source| RestoreError::Io {
-            what: "read",
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Segment::decode(&id, &bytes)?)
-    });
-    let replayed = replay(base.as_deref(), segments, target, &staging.join("replay"))
+    let restored = restore_point(p, targets, target, staging, &progress)
         .await
-        .map_err(|e| CliError::NotApplied(format!("cannot restore: {e}")))?;
-    let replay_ms = replay_started.elapsed().as_millis();
-    if show {
-        eprintln!(
-            "replayed {} entries in {replay_ms} ms; starting a fresh cluster from index {}...",
-            replayed.entries_replayed, replayed.last_index
-        );
-    }
+        .map_err(|e| match e {
+            RestoreRunError::NotRestorable(m) => CliError::NotApplied(m),
+            other => CliError::Runtime(other.into()),
+        })?;
     let cluster_name = format!(
         "restored-{}-{:06x}",
-        replayed.last_index,
+        restored.log_index,
         rand::rng().random_range(0..0x100_0000u32)
     );
     let spec = LocalSpec {
         cluster_name: Some(cluster_name.clone()),
-        seed_snapshot: Some(replayed.snapshot.clone()),
+        seed_snapshot: Some(restored.snapshot.clone()),
         ..LocalSpec::new(args.sites, args.nodes_per_site)
     };
     let mut cluster = local::up(&this_exe()?, &args.into.join("cluster"), &spec)
@@ -291,46 +233,27 @@ async fn restore(
     cluster.detach();
     Ok(RestoreOut {
         target,
-        base_backup: p.base.as_ref().map(|b| b.backup_id.clone()),
-        segments_replayed: p.segments.len(),
-        entries_replayed: replayed.entries_replayed,
-        log_index: replayed.last_index,
-        hlc: replayed.last_hlc,
-        restored_to: hlc_instant(replayed.last_hlc),
+        base_backup: restored.base_backup,
+        segments_replayed: restored.segments_replayed,
+        entries_replayed: restored.entries_replayed,
+        log_index: restored.log_index,
+        hlc: restored.hlc,
+        restored_to: hlc_instant(restored.hlc),
         archive_ends_before_target: p.archive_ends_before_target,
-        keys: replayed.keys,
-        state_digest: replayed.state_digest,
-        bytes_fetched,
-        damaged_shards: damaged,
-        rebuild_ms,
-        replay_ms,
+        keys: restored.keys,
+        state_digest: restored.state_digest,
+        bytes_fetched: restored.bytes_fetched,
+        damaged_shards: restored.damaged_shards,
+        rebuild_ms: restored.rebuild_ms,
+        replay_ms: restored.replay_ms,
         total_ms: started.elapsed().as_millis(),
-        rebuild_mb_per_s: bytes_fetched as f64 / 1e6 / (rebuild_ms.max(1) as f64 / 1000.0),
+        rebuild_mb_per_s: restored.bytes_fetched as f64
+            / 1e6
+            / (restored.rebuild_ms.max(1) as f64 / 1000.0),
         cluster_name,
         endpoints: cluster.file.endpoints(),
         cluster_file: cluster.dir.join(CLUSTER_FILE),
     })
-}
-
-fn note_damage(m: &Manifest, shards: &[ShardHealth], out: &mut Vec<DamagedShard>) {
-    for h in shards {
-        let problem = match (&h.problem, h.present) {
-            (_, false) => "missing".to_string(),
-            (Some(p), true) => p.clone(),
-            (None, true) => continue,
-        };
-        out.push(DamagedShard {
-            backup_id: m.backup_id.clone(),
-            shard: h.shard,
-            site: m
-                .shards
-                .iter()
-                .find(|s| s.shard == h.shard)
-                .map(|s| s.site.clone())
-                .unwrap_or_else(|| "?".into()),
-            problem,
-        });
-    }
 }
 
 fn print_summary(out: &RestoreOut) {
@@ -369,6 +292,9 @@ fn print_summary(out: &RestoreOut) {
         out.bytes_fetched, out.rebuild_ms, out.rebuild_mb_per_s, out.replay_ms, out.total_ms
     );
     println!("  state checksum {}", out.state_digest);
+    println!(
+        "  backup targets are not carried over (new epoch): set them with `reprise backup targets set`"
+    );
     println!("  described in {}", out.cluster_file.display());
     println!("export REPRISE_ENDPOINTS={}", out.endpoints);
 }

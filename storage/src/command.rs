@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backup::manifest::Manifest;
+use crate::backup::target::BackupTargets;
 use crate::types::Entry;
 
 /// One replicated command: an operation plus the leader's HLC stamp.
@@ -30,6 +32,12 @@ pub enum Operation {
     /// Every entry up to `through` is stored in the log archive on every site; logs may
     /// be purged up to there. Changes no user data.
     ArchiveMark { through: u64 },
+    /// Replaces the backup targets of every site in the cluster config.
+    SetBackupTargets(BackupTargets),
+    /// Records a snapshot backup whose shards and manifests are all stored.
+    RecordBackup(Box<Manifest>),
+    /// Forgets backups from the catalog (retention removed them).
+    ForgetBackups(Vec<String>),
 }
 
 /// A transaction: if every compare holds, run `success`, otherwise run `failure`.
@@ -135,7 +143,11 @@ pub fn entry_payload_bytes(entry: &Entry) -> usize {
                     .sum();
                 compares + writes
             }
-            Operation::Noop | Operation::ArchiveMark { .. } => 0,
+            Operation::Noop
+            | Operation::ArchiveMark { .. }
+            | Operation::SetBackupTargets(_)
+            | Operation::RecordBackup(_)
+            | Operation::ForgetBackups(_) => 0,
         },
         openraft::EntryPayload::Blank | openraft::EntryPayload::Membership(_) => 0,
     };

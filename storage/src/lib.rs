@@ -4,6 +4,7 @@
 
 pub mod atomic_file;
 pub mod backup;
+pub mod cluster_config;
 pub mod command;
 pub mod error;
 pub mod limits;
@@ -12,6 +13,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
+pub use cluster_config::ClusterConfig;
 pub use command::{Command, CommandResponse, Operation, Outcome};
 pub use error::{SnapshotError, StateMachineError};
 pub use log::{LogOpenError, LogStore};

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::target::Location;
+
 /// Current manifest format.
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -27,9 +29,12 @@ pub struct ShardPlacement {
     pub site: String,
     pub node: u64,
     pub addr: String,
-    /// Size and crc32c of the stored shard file, as reported by the node that stored it.
+    /// Size and crc32c of the stored shard file, as reported by the target that stored it.
     pub bytes: u64,
     pub crc32c: u32,
+    /// The target holding it: a node of the site (`node`, `addr`) or a bucket.
+    #[serde(default)]
+    pub location: Location,
 }
 
 /// One backed-up object (today: the state snapshot).
@@ -196,6 +201,7 @@ mod tests {
             addr: String::new(),
             bytes: 0,
             crc32c: 0,
+            location: Location::Node,
         };
         let mut m = Manifest {
             format: MANIFEST_FORMAT,

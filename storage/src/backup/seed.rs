@@ -2,7 +2,8 @@
 //! gets the snapshot (with the new cluster's membership in its header) as its newest
 //! snapshot and a log whose purge point is the snapshot's last entry, so it starts as if
 //! it had applied and compacted everything up to there. The old membership, addresses and
-//! node ids are not carried over: the restored cluster is a new epoch.
+//! node ids are not carried over, nor are the backup targets and the backup catalog: the
+//! restored cluster is a new epoch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::atomic_file::write_atomic;
+use crate::cluster_config::ClusterConfig;
 use crate::log::store::VOTE_FILE;
 use crate::log::writer::PURGED_FILE;
 use crate::snapshot::format::rewrite_header;
@@ -60,6 +62,9 @@ pub fn seed_data_dirs(
                 openraft::Membership::new(vec![voters.clone()], nodes.clone()),
             );
             h.meta.snapshot_id = format!("restored-{}", h.meta.snapshot_id);
+            // A new epoch starts with no backup targets and an empty catalog: it must
+            // never write into (or list as its own) the old cluster's backups.
+            h.cluster = ClusterConfig::default();
             h
         })?;
         let log_id = header.meta.last_log_id.ok_or(SeedError::Empty)?;

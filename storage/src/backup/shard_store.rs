@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use super::target::{parse_shard_name, shard_name, valid_backup_id};
 use crate::atomic_file::{read_checked, write_atomic, AtomicFileError};
 
 const MANIFEST_FILE: &str = "manifest";
@@ -62,12 +63,7 @@ pub struct ShardWriter {
 }
 
 fn check_name(backup_id: &str) -> Result<(), ShardStoreError> {
-    let ok = !backup_id.is_empty()
-        && backup_id.len() <= 128
-        && backup_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
+    if valid_backup_id(backup_id) {
         Ok(())
     } else {
         Err(ShardStoreError::BadName(backup_id.to_string()))
@@ -95,7 +91,7 @@ impl ShardStore {
     ) -> Result<PathBuf, ShardStoreError> {
         Ok(self
             .backup_dir(backup_id)?
-            .join(format!("obj-{object_id}.shard-{shard}")))
+            .join(shard_name(object_id, shard)))
     }
 
     /// Starts receiving a shard file.
@@ -192,11 +188,7 @@ fn held_shards(dir: &Path) -> Result<Vec<HeldShard>, ShardStoreError> {
     for entry in fs::read_dir(dir).map_err(io("list", dir))? {
         let entry = entry.map_err(io("list", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let parsed = name
-            .strip_prefix("obj-")
-            .and_then(|rest| rest.split_once(".shard-"))
-            .and_then(|(o, s)| Some((o.parse::<u64>().ok()?, s.parse::<u8>().ok()?)));
-        if let Some((object_id, shard)) = parsed {
+        if let Some((object_id, shard)) = parse_shard_name(&name) {
             let bytes = entry.metadata().map_err(io("stat", &entry.path()))?.len();
             shards.push(HeldShard {
                 object_id,

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! header : "RPSN" | format u16 | header_len u32 | crc32c(header) u32 | header (postcard)
+//!          format 1: (meta, last_hlc); format 2 adds the cluster config (JSON bytes).
+//!          Format 1 files still decode (cluster config: the default); we write format 2.
 //! record : 0x01 | key_len u32 | value_len u32 | crc32c(key ++ value) u32 | key | value
 //! trailer: 0xFF | keys u64 | digest [32] | crc32c(keys ++ digest) u32
 //! ```
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_config::ClusterConfig;
 use crate::error::SnapshotError;
 use crate::limits::{KEY_BYTES_MAX, SNAPSHOT_HEADER_BYTES_MAX, VALUE_RECORD_BYTES_MAX};
 use crate::state_machine::value::StoredValue;
@@ -23,6 +26,7 @@ use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 4] = b"RPSN";
 const FORMAT_V1: u16 = 1;
+const FORMAT_V2: u16 = 2;
 const TAG_RECORD: u8 = 0x01;
 const TAG_TRAILER: u8 = 0xFF;
 
@@ -32,6 +36,49 @@ pub struct SnapshotHeader {
     pub meta: SnapshotMeta,
     /// Highest HLC stamp applied in the state the snapshot holds.
     pub last_hlc: u64,
+    /// The replicated cluster config at that point (not covered by the state checksum).
+    pub cluster: ClusterConfig,
+}
+
+/// The header as format 1 stored it.
+#[derive(Serialize, Deserialize)]
+struct HeaderV1 {
+    meta: SnapshotMeta,
+    last_hlc: u64,
+}
+
+/// The header as format 2 stores it.
+#[derive(Serialize, Deserialize)]
+struct HeaderV2 {
+    meta: SnapshotMeta,
+    last_hlc: u64,
+    cluster: Vec<u8>,
+}
+
+fn decode_header(path: &Path, format: u16, body: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
+    let bad = |e: &dyn std::fmt::Display| SnapshotError::corrupt(path, format!("header: {e}"));
+    match format {
+        FORMAT_V1 => {
+            let v1: HeaderV1 = postcard::from_bytes(body).map_err(|e| bad(&e))?;
+            Ok(SnapshotHeader {
+                meta: v1.meta,
+                last_hlc: v1.last_hlc,
+                cluster: ClusterConfig::default(),
+            })
+        }
+        FORMAT_V2 => {
+            let v2: HeaderV2 = postcard::from_bytes(body).map_err(|e| bad(&e))?;
+            Ok(SnapshotHeader {
+                meta: v2.meta,
+                last_hlc: v2.last_hlc,
+                cluster: ClusterConfig::decode(&v2.cluster).map_err(|e| bad(&e))?,
+            })
+        }
+        other => Err(SnapshotError::corrupt(
+            path,
+            format!("unknown format version {other}"),
+        )),
+    }
 }
 
 /// Writes one snapshot file record by record.
@@ -125,7 +172,7 @@ impl<R: Read> SnapshotReader<R> {
             ));
         }
         let format = u16::from_le_bytes([fixed[4], fixed[5]]);
-        if format != FORMAT_V1 {
+        if format != FORMAT_V1 && format != FORMAT_V2 {
             return Err(SnapshotError::corrupt(
                 path,
                 format!("unknown format version {format}"),
@@ -143,8 +190,7 @@ impl<R: Read> SnapshotReader<R> {
         if crc32c::crc32c(&body) != u32_at(&fixed, 10) {
             return Err(SnapshotError::corrupt(path, "header checksum mismatch"));
         }
-        let header = postcard::from_bytes(&body)
-            .map_err(|e| SnapshotError::corrupt(path, format!("header: {e}")))?;
+        let header = decode_header(path, format, &body)?;
         Ok(SnapshotReader {
             path: path.to_path_buf(),
             input,
@@ -263,11 +309,25 @@ pub fn read_trailer(path: &Path) -> Result<(u64, [u8; 32]), SnapshotError> {
 }
 
 fn encode_header(path: &Path, header: &SnapshotHeader) -> Result<Vec<u8>, SnapshotError> {
-    let body = postcard::to_allocvec(header)
+    let wire = HeaderV2 {
+        meta: header.meta.clone(),
+        last_hlc: header.last_hlc,
+        cluster: header.cluster.encode(),
+    };
+    let body = postcard::to_allocvec(&wire)
         .map_err(|e| SnapshotError::corrupt(path, format!("encode header: {e}")))?;
+    if body.len() > SNAPSHOT_HEADER_BYTES_MAX {
+        return Err(SnapshotError::corrupt(
+            path,
+            format!(
+                "header of {} bytes is over the {SNAPSHOT_HEADER_BYTES_MAX}-byte limit",
+                body.len()
+            ),
+        ));
+    }
     let mut out = Vec::with_capacity(14 + body.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_V1.to_le_bytes());
+    out.extend_from_slice(&FORMAT_V2.to_le_bytes());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     out.extend_from_slice(&body);
@@ -295,4 +355,46 @@ pub fn rewrite_header(
     std::io::copy(&mut input, &mut out).map_err(|e| SnapshotError::io(dst, e))?;
     out.sync_all().map_err(|e| SnapshotError::io(dst, e))?;
     Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A format-1 file (header without the cluster config) still reads, with the default
+    /// cluster config; files are written in format 2 and round-trip the config.
+    #[test]
+    fn format_1_headers_still_decode_and_format_2_round_trips() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let v1 = HeaderV1 {
+            meta: SnapshotMeta::default(),
+            last_hlc: 42,
+        };
+        let body = postcard::to_allocvec(&v1).unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let mut tail = 0u64.to_le_bytes().to_vec();
+        tail.extend_from_slice(&StateHasher::default().finish().1);
+        bytes.push(TAG_TRAILER);
+        bytes.extend_from_slice(&tail);
+        bytes.extend_from_slice(&crc32c::crc32c(&tail).to_le_bytes());
+        let old = dir.path().join("v1.snap");
+        std::fs::write(&old, &bytes).unwrap();
+        let mut reader = SnapshotReader::open(&old).unwrap();
+        assert_eq!(reader.header().last_hlc, 42);
+        assert_eq!(reader.header().cluster, ClusterConfig::default());
+        assert!(reader.next_record().unwrap().is_none());
+
+        let mut header = reader.header().clone();
+        header.cluster.backup_targets.sites.insert(
+            "site-1".into(),
+            vec![crate::backup::target::TargetSpec::Node],
+        );
+        let new = dir.path().join("v2.snap");
+        SnapshotWriter::create(&new, &header).unwrap().finish().unwrap();
+        assert_eq!(SnapshotReader::open(&new).unwrap().header(), &header);
+    }
 }

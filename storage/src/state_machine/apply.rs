@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 
 use openraft::EntryPayload;
 
-use super::keyspace::{data_key, META_APPLIED, META_ARCHIVED, META_LAST_HLC, META_MEMBERSHIP};
+use super::keyspace::{
+    data_key, META_APPLIED, META_ARCHIVED, META_CLUSTER, META_LAST_HLC, META_MEMBERSHIP,
+};
 use super::value::StoredValue;
 use super::view::KvView;
 use crate::command::{
     Command, CommandResponse, Compare, CompareOp, CompareTarget, Operation, Outcome, TxnOp,
 };
+use crate::cluster_config::ClusterConfig;
 use crate::error::StateMachineError;
 use crate::types::{Entry, LogId, StoredMembership};
 
@@ -24,6 +27,8 @@ pub(crate) struct ApplyBatch<'a> {
     last_hlc: u64,
     /// Set when the batch holds an archive mark: the highest `through` seen.
     archived: Option<u64>,
+    /// Set when the batch changed the cluster config: the config after the batch.
+    cluster: Option<ClusterConfig>,
 }
 
 impl<'a> ApplyBatch<'a> {
@@ -35,6 +40,7 @@ impl<'a> ApplyBatch<'a> {
             membership: None,
             last_hlc: view.last_hlc()?,
             archived: None,
+            cluster: None,
         })
     }
 
@@ -61,6 +67,21 @@ impl<'a> ApplyBatch<'a> {
             Operation::Noop => Outcome::Nothing,
             Operation::ArchiveMark { through } => {
                 self.archived = Some(self.archived.unwrap_or(0).max(*through));
+                Outcome::Nothing
+            }
+            Operation::SetBackupTargets(targets) => {
+                self.cluster()?.backup_targets = targets.clone();
+                Outcome::Nothing
+            }
+            Operation::RecordBackup(manifest) => {
+                self.cluster()?.record_backup(manifest.as_ref().clone());
+                Outcome::Nothing
+            }
+            Operation::ForgetBackups(ids) => {
+                let cluster = self.cluster()?;
+                for id in ids {
+                    cluster.backups.remove(id);
+                }
                 Outcome::Nothing
             }
             Operation::Put { key, value } => Outcome::Put {
@@ -92,6 +113,14 @@ impl<'a> ApplyBatch<'a> {
             hlc: cmd.hlc,
             outcome,
         })
+    }
+
+    /// The cluster config as this batch changes it (read from the tree on first use).
+    fn cluster(&mut self) -> Result<&mut ClusterConfig, StateMachineError> {
+        if self.cluster.is_none() {
+            self.cluster = Some(self.view.cluster_config()?);
+        }
+        Ok(self.cluster.get_or_insert_with(ClusterConfig::default))
     }
 
     fn current(&self, key: &[u8]) -> Result<Option<StoredValue>, StateMachineError> {
@@ -164,6 +193,9 @@ impl<'a> ApplyBatch<'a> {
             batch.insert(META_MEMBERSHIP, encode_meta(m)?);
         }
         batch.insert(META_LAST_HLC, encode_meta(&self.last_hlc)?);
+        if let Some(cluster) = &self.cluster {
+            batch.insert(META_CLUSTER, cluster.encode());
+        }
         let archived = match self.archived {
             Some(through) => {
                 let stored = self.view.meta::<u64>(META_ARCHIVED)?.unwrap_or(0);

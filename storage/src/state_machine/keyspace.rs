@@ -14,6 +14,10 @@ pub const META_LAST_HLC: &[u8] = b"m/last_hlc";
 /// archive, not about the data: kept when a snapshot replaces the data.
 pub const META_ARCHIVED: &[u8] = b"m/archived";
 
+/// The replicated cluster config (`ClusterConfig::encode`): backup targets and the backup
+/// catalog. Carried in snapshot headers.
+pub const META_CLUSTER: &[u8] = b"m/cluster";
+
 /// Tree key of a user key.
 pub fn data_key(user_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + user_key.len());

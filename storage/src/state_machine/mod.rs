@@ -18,7 +18,9 @@ use openraft::{OptionalSend, StorageIOError};
 use tracing::info;
 
 use self::apply::{encode_meta, ApplyBatch};
-use self::keyspace::{data_key, META_APPLIED, META_ARCHIVED, META_LAST_HLC, META_MEMBERSHIP};
+use self::keyspace::{
+    data_key, META_APPLIED, META_ARCHIVED, META_CLUSTER, META_LAST_HLC, META_MEMBERSHIP,
+};
 use self::view::KvView;
 use crate::command::CommandResponse;
 use crate::error::{SnapshotError, StateMachineError};
@@ -115,6 +117,7 @@ fn fill_from_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, Stat
     }
     batch.insert(META_MEMBERSHIP, encode_meta(&header.meta.last_membership)?);
     batch.insert(META_LAST_HLC, encode_meta(&header.last_hlc)?);
+    batch.insert(META_CLUSTER, header.cluster.encode());
     batch.insert(META_APPLIED, encode_meta(&header.meta.last_log_id)?);
     if let Some(archived) = archived {
         batch.insert(META_ARCHIVED, archived);
@@ -216,6 +219,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     snapshot_id: snapshot_id(applied),
                 },
                 last_hlc: view.last_hlc()?,
+                cluster: view.cluster_config()?,
             };
             snapshots.build(&view, header)
         })

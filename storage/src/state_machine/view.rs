@@ -8,7 +8,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::de::DeserializeOwned;
 
-use super::keyspace::{data_key, prefix_end, user_key, DATA_PREFIX, META_APPLIED, META_LAST_HLC};
+use super::keyspace::{
+    data_key, prefix_end, user_key, DATA_PREFIX, META_APPLIED, META_CLUSTER, META_LAST_HLC,
+};
+use crate::cluster_config::ClusterConfig;
 use super::value::StoredValue;
 use crate::error::StateMachineError;
 use crate::types::LogId;
@@ -120,6 +123,17 @@ impl KvView {
     /// Last applied log id.
     pub fn applied(&self) -> Result<Option<LogId>, StateMachineError> {
         self.meta(META_APPLIED).map(Option::flatten)
+    }
+
+    /// The replicated cluster config (backup targets, backup catalog).
+    pub fn cluster_config(&self) -> Result<ClusterConfig, StateMachineError> {
+        match self.tree.get(META_CLUSTER)? {
+            Some(raw) => ClusterConfig::decode(&raw).map_err(|e| StateMachineError::Meta {
+                name: "cluster config".into(),
+                reason: e.to_string(),
+            }),
+            None => Ok(ClusterConfig::default()),
+        }
     }
 
     /// Highest HLC stamp applied so far (0 when nothing was applied).

@@ -1,0 +1,209 @@
+//! The embedded default backup target: a node of the site keeps the shards and manifests
+//! under its data directory (`backup_service`), reached over the Backup gRPC service.
+//! Implements `reprise_storage::backup::target::BackupStore` so backups, retention and
+//! restore treat it like any other target.
+
+use std::time::Duration;
+
+use reprise_api::limits::GRPC_MESSAGE_BYTES_MAX;
+use reprise_api::pb::backup::backup_client::BackupClient;
+use reprise_api::pb::backup::{
+    BackupManifest, DeleteBackupsRequest, GetShardsRequest, ListBackupsRequest, ShardChunk,
+};
+use reprise_storage::backup::shard_store::HeldShard;
+use reprise_storage::backup::target::{
+    BackupStore, ChunkReceiver, ChunkStream, HeldBackup, Location, StoreFuture, StoredShard,
+    TargetError,
+};
+use reprise_storage::NodeId;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Chunks of a shard being served, buffered ahead of the reader.
+const READ_AHEAD_CHUNKS: usize = 8;
+
+/// A node of a site, as a backup target.
+#[derive(Debug, Clone)]
+pub struct NodeStore {
+    pub node: NodeId,
+    pub addr: String,
+    /// Deadline of unary calls (list, delete, manifests); streams have none.
+    pub rpc_timeout: Duration,
+}
+
+impl NodeStore {
+    pub fn new(node: NodeId, addr: &str) -> Self {
+        NodeStore {
+            node,
+            addr: addr.to_string(),
+            rpc_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> TargetError {
+        TargetError::Unavailable {
+            target: self.describe(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn client(&self, unary: bool) -> Result<BackupClient<Channel>, TargetError> {
+        let mut endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
+            .map_err(|e| self.unavailable(e))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        if unary {
+            endpoint = endpoint.timeout(self.rpc_timeout);
+        }
+        let channel = endpoint.connect().await.map_err(|e| self.unavailable(e))?;
+        Ok(BackupClient::new(channel)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    }
+
+    fn status(&self, s: tonic::Status) -> TargetError {
+        match s.code() {
+            Code::InvalidArgument | Code::FailedPrecondition => TargetError::Refused {
+                target: self.describe(),
+                reason: s.message().to_string(),
+            },
+            _ => self.unavailable(s.message()),
+        }
+    }
+}
+
+impl BackupStore for NodeStore {
+    fn location(&self) -> Location {
+        Location::Node
+    }
+
+    fn describe(&self) -> String {
+        format!("node {} at {}", self.node, self.addr)
+    }
+
+    fn put_shard<'a>(
+        &'a self,
+        backup_id: &'a str,
+        object_id: u64,
+        shard: u8,
+        chunks: ChunkReceiver,
+    ) -> StoreFuture<'a, StoredShard> {
+        Box::pin(async move {
+            let mut client = self.client(false).await?;
+            let id = backup_id.to_string();
+            let stream = ReceiverStream::new(chunks).map(move |data| ShardChunk {
+                backup_id: id.clone(),
+                object_id,
+                shard: u32::from(shard),
+                data,
+            });
+            let r = client
+                .put_shards(stream)
+                .await
+                .map_err(|s| self.status(s))?
+                .into_inner();
+            Ok(StoredShard {
+                bytes: r.bytes,
+                crc32c: r.crc32c,
+            })
+        })
+    }
+
+    fn get_shard<'a>(
+        &'a self,
+        backup_id: &'a str,
+        object_id: u64,
+        shard: u8,
+    ) -> StoreFuture<'a, Option<ChunkStream>> {
+        Box::pin(async move {
+            let mut client = self.client(false).await?;
+            let req = GetShardsRequest {
+                backup_id: backup_id.to_string(),
+                object_id,
+                shard: u32::from(shard),
+            };
+            let mut stream = match client.get_shards(req).await {
+                Ok(r) => r.into_inner(),
+                Err(s) if s.code() == Code::NotFound => return Ok(None),
+                Err(s) => return Err(self.status(s)),
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let item = match stream.message().await {
+                        Ok(Some(chunk)) => Ok(chunk.data),
+                        Ok(None) => break,
+                        Err(s) => Err(me.unavailable(format!("shard {shard}: {}", s.message()))),
+                    };
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            Ok(Some(rx))
+        })
+    }
+
+    fn put_manifest<'a>(&'a self, _backup_id: &'a str, json: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.client(true)
+                .await?
+                .put_manifest(BackupManifest {
+                    json: json.to_string(),
+                })
+                .await
+                .map_err(|s| self.status(s))?;
+            Ok(())
+        })
+    }
+
+    fn list(&self) -> StoreFuture<'_, Vec<HeldBackup>> {
+        Box::pin(async move {
+            let resp = self
+                .client(true)
+                .await?
+                .list_backups(ListBackupsRequest {})
+                .await
+                .map_err(|s| self.status(s))?
+                .into_inner();
+            Ok(resp
+                .backups
+                .into_iter()
+                .map(|b| HeldBackup {
+                    backup_id: b.backup_id,
+                    manifest_json: (!b.manifest_json.is_empty()).then_some(b.manifest_json),
+                    shards: b
+                        .shards
+                        .into_iter()
+                        .filter_map(|s| {
+                            Some(HeldShard {
+                                object_id: s.object_id,
+                                shard: u8::try_from(s.shard).ok()?,
+                                bytes: s.bytes,
+                            })
+                        })
+                        .collect(),
+                })
+                .collect())
+        })
+    }
+
+    fn delete<'a>(&'a self, backup_ids: &'a [String]) -> StoreFuture<'a, u32> {
+        Box::pin(async move {
+            Ok(self
+                .client(true)
+                .await?
+                .delete_backups(DeleteBackupsRequest {
+                    backup_ids: backup_ids.to_vec(),
+                })
+                .await
+                .map_err(|s| self.status(s))?
+                .into_inner()
+                .deleted)
+        })
+    }
+}
