@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod pit;
+pub mod s3;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -52,9 +52,9 @@ impl S3Store {
             .with_access_key_id(&spec.access_key_id)
             .with_secret_access_key(&spec.secret_access_key)
             .with_virtual_hosted_style_request(false)
-            .with_allow_http(spec.endpoint.starts_with("http://"))
             .with_client_options(
                 ClientOptions::new()
+                    .with_allow_http(spec.endpoint.starts_with("http://"))
                     .with_connect_timeout(CONNECT_TIMEOUT)
                     .with_timeout(REQUEST_TIMEOUT),
             )
@@ -92,9 +92,21 @@ impl S3Store {
     }
 
     fn failed(&self, what: &str, e: object_store::Error) -> TargetError {
+        // The causes matter to an operator (a refused signature, a TLS failure), and
+        // object_store's message does not always include them.
+        let mut reason = format!("{what}: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !reason.contains(&text) {
+                reason.push_str(": ");
+                reason.push_str(&text);
+            }
+            cause = c.source();
+        }
         TargetError::Unavailable {
             target: self.describe(),
-            reason: format!("{what}: {e}"),
+            reason,
         }
     }
 
