@@ -35,16 +35,31 @@ async fn s3_backups_survive_a_site_fire_and_restore_to_three_instants() {
     .expect("write bad targets file");
     let out = reprise(
         &eps,
-        &["backup", "targets", "set", "--file", bad_file.to_str().expect("utf8")],
+        &[
+            "backup",
+            "targets",
+            "set",
+            "--file",
+            bad_file.to_str().expect("utf8"),
+        ],
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a wrong secret must be refused");
     assert!(err.contains("site-1") && err.contains("s3://"), "{err}");
-    assert!(err.contains("Signature"), "the cause is the signature: {err}");
+    assert!(
+        err.contains("Signature"),
+        "the cause is the signature: {err}"
+    );
 
     let out = reprise(
         &eps,
-        &["backup", "targets", "set", "--file", targets_file.to_str().expect("utf8")],
+        &[
+            "backup",
+            "targets",
+            "set",
+            "--file",
+            targets_file.to_str().expect("utf8"),
+        ],
     );
     assert!(
         out.status.success(),

@@ -310,15 +310,12 @@ async fn stream_shards(
             store
                 .put_shard(&id, OBJECT_ID, shard as u8, rx)
                 .await
-                .map_err(|e| {
-                    Status::unavailable(format!("store shard {shard} of {id}: {e}"))
-                })
+                .map_err(|e| Status::unavailable(format!("store shard {shard} of {id}: {e}")))
         }));
     }
     let id = backup_id.to_string();
-    let encoder = tokio::task::spawn_blocking(move || {
-        encode_object(&id, source, params, senders, &encoded)
-    });
+    let encoder =
+        tokio::task::spawn_blocking(move || encode_object(&id, source, params, senders, &encoded));
     let encoded = encoder.await.map_err(internal)?;
     // An upload that failed closed its channel and stopped the encoder: its own error
     // says why, so it is reported before the encoder's.
@@ -372,7 +369,10 @@ fn read_full(file: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Stores the manifest on every target of every site; a node target may be served by any
 /// node of its site (the first that accepts it).
-async fn store_manifest_everywhere(manifest: &Manifest, placement: &Placement) -> Result<(), Status> {
+async fn store_manifest_everywhere(
+    manifest: &Manifest,
+    placement: &Placement,
+) -> Result<(), Status> {
     let json = manifest.to_json();
     let id = &manifest.backup_id;
     for (site, stores) in &placement.site_stores {

@@ -290,8 +290,7 @@ async fn check_buckets(targets: &BackupTargets, cluster: &str) -> Result<(), Sta
     for (site, specs) in &targets.sites {
         for spec in specs {
             let TargetSpec::S3(s) = spec else { continue };
-            let store =
-                S3Store::new(s).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let store = S3Store::new(s).map_err(|e| Status::invalid_argument(e.to_string()))?;
             let held = store.list().await.map_err(|e| {
                 Status::failed_precondition(format!("site {site}: cannot list the bucket: {e}"))
             })?;

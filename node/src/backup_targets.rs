@@ -58,7 +58,12 @@ pub fn all_stores(
 ) -> Result<Vec<(String, Store)>, TargetError> {
     let mut out: Vec<(String, Store)> = members
         .iter()
-        .map(|(id, m)| (m.site.clone(), Arc::new(NodeStore::new(*id, &m.addr)) as Store))
+        .map(|(id, m)| {
+            (
+                m.site.clone(),
+                Arc::new(NodeStore::new(*id, &m.addr)) as Store,
+            )
+        })
         .collect();
     for (site, specs) in &targets.sites {
         for spec in specs {

@@ -163,7 +163,10 @@ async fn rebuild_checked(
     let rebuilt = rebuild_object(m, targets, out, scratch, Fetch::DataFirst)
         .await?
         .map_err(|e| {
-            RestoreRunError::NotRestorable(format!("{what} {} cannot be restored: {e}", m.backup_id))
+            RestoreRunError::NotRestorable(format!(
+                "{what} {} cannot be restored: {e}",
+                m.backup_id
+            ))
         })?;
     if !rebuilt.digest_matches {
         return Err(RestoreRunError::NotRestorable(format!(

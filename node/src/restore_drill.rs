@@ -87,8 +87,13 @@ async fn drill(
 ) -> Result<RestoreDrillReport, RestoreRunError> {
     let mut failures = Vec::new();
     let latest_plan = plan(manifests, Target::Latest).map_err(not_restorable)?;
-    let (restored, ms) =
-        run_point(&latest_plan, targets, Target::Latest, &scratch.join("latest")).await?;
+    let (restored, ms) = run_point(
+        &latest_plan,
+        targets,
+        Target::Latest,
+        &scratch.join("latest"),
+    )
+    .await?;
     let same_index = manifests
         .iter()
         .find(|m| !m.is_log_segment() && m.log_index == restored.log_index);
@@ -161,5 +166,78 @@ fn compared(
         checksum_matches,
         restored,
         restore_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reprise_storage::backup::manifest::{BackupObject, KIND_SNAPSHOT, MANIFEST_FORMAT};
+
+    fn point(index: u64, digest: &str) -> RestoredPoint {
+        RestoredPoint {
+            snapshot: Default::default(),
+            base_backup: None,
+            segments_replayed: 1,
+            entries_replayed: index,
+            log_index: index,
+            hlc: 0,
+            keys: 1,
+            state_digest: digest.into(),
+            bytes_fetched: 0,
+            damaged_shards: vec![],
+            rebuild_ms: 0,
+            replay_ms: 0,
+        }
+    }
+
+    fn backup(index: u64, digest: &str) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            backup_id: format!("bk-{index}"),
+            cluster_name: "c".into(),
+            log_index: index,
+            term: 1,
+            hlc: 0,
+            data_shards: 2,
+            parity_shards: 1,
+            stripe_bytes: 1024,
+            objects: vec![BackupObject {
+                object_id: 0,
+                kind: KIND_SNAPSHOT.into(),
+                bytes: 1,
+                stripes: 1,
+                state_digest: digest.into(),
+                keys: 1,
+            }],
+            shards: vec![],
+            first_index: 0,
+        }
+    }
+
+    #[test]
+    fn a_checksum_that_differs_from_the_recorded_one_fails_the_drill() {
+        let mut failures = Vec::new();
+        let ok = compared(
+            Target::Index(7),
+            point(7, "aa"),
+            1,
+            Some(&backup(7, "aa")),
+            &mut failures,
+        );
+        assert_eq!(ok.checksum_matches, Some(true));
+        assert!(failures.is_empty());
+        let bad = compared(
+            Target::Index(7),
+            point(7, "ab"),
+            1,
+            Some(&backup(7, "aa")),
+            &mut failures,
+        );
+        assert_eq!(bad.checksum_matches, Some(false));
+        assert!(failures[0].contains("bk-7"), "{failures:?}");
+        let alone = compared(Target::Latest, point(9, "ab"), 1, None, &mut failures);
+        assert_eq!(alone.checksum_matches, None);
+        assert_eq!(failures.len(), 1);
     }
 }

@@ -102,10 +102,20 @@ pub async fn run(cmd: BackupCommand, global: &Global) -> CliResult {
             list(&sources(global, targets.as_deref()).await?, global.output).await
         }
         BackupCommand::Verify { id, targets } => {
-            verify(&sources(global, targets.as_deref()).await?, &id, global.output).await
+            verify(
+                &sources(global, targets.as_deref()).await?,
+                &id,
+                global.output,
+            )
+            .await
         }
         BackupCommand::Drill { seed, targets } => {
-            drill(&sources(global, targets.as_deref()).await?, seed, global.output).await
+            drill(
+                &sources(global, targets.as_deref()).await?,
+                seed,
+                global.output,
+            )
+            .await
         }
         BackupCommand::Targets { command } => targets(command, global).await,
     }
@@ -149,9 +159,9 @@ async fn create(global: &Global, req: CreateBackupRequest) -> CliResult {
         manifest.ok_or_else(|| anyhow!("the leader ended the backup without a manifest"))?;
     let took = started.elapsed();
     match global.output {
-        Format::Json => print_json(
-            &serde_json::json!({ "manifest": manifest, "took_ms": took.as_millis() }),
-        ),
+        Format::Json => {
+            print_json(&serde_json::json!({ "manifest": manifest, "took_ms": took.as_millis() }))
+        }
         Format::Table => {
             print_manifest(&manifest);
             let bytes: u64 = manifest.objects.iter().map(|o| o.bytes).sum();
@@ -280,7 +290,10 @@ async fn list(src: &Sources, format: Format) -> CliResult {
             }
         };
         for b in held {
-            let manifest = b.manifest_json.as_deref().and_then(|j| Manifest::from_json(j).ok());
+            let manifest = b
+                .manifest_json
+                .as_deref()
+                .and_then(|j| Manifest::from_json(j).ok());
             if let Some(m) = manifest {
                 manifests.entry(b.backup_id.clone()).or_insert(m);
             }

@@ -2,11 +2,11 @@
 //! CLI, local multi-site clusters on 127.0.0.1, cluster status with site-aware fault
 //! tolerance, key-value commands, and the failover demo.
 
+pub mod backup_sources;
 pub mod bench_backup;
 pub mod bench_compare;
 pub mod bench_etcd;
 pub mod cli;
-pub mod backup_sources;
 pub mod cmd_backup;
 pub mod cmd_bench;
 pub mod cmd_cluster;

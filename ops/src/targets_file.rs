@@ -44,8 +44,7 @@ struct TargetEntry {
 
 /// Parses the targets file at `path`.
 pub fn read(path: &Path) -> anyhow::Result<BackupTargets> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     parse(&text).with_context(|| format!("backup targets file {}", path.display()))
 }
 
@@ -76,8 +75,9 @@ fn target(t: TargetEntry) -> anyhow::Result<TargetSpec> {
             };
             let secret = match (t.secret_access_key, t.secret_access_key_env) {
                 (Some(s), None) => s,
-                (None, Some(var)) => std::env::var(&var)
-                    .map_err(|_| anyhow!("environment variable {var} (secret_access_key_env) is not set"))?,
+                (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                    anyhow!("environment variable {var} (secret_access_key_env) is not set")
+                })?,
                 (Some(_), Some(_)) => {
                     bail!("give either secret_access_key or secret_access_key_env, not both")
                 }
@@ -104,8 +104,8 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/config/backup-targets.toml");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/backup-targets.toml");
         std::env::set_var("REPRISE_EXAMPLE_SITE3_SECRET", "from-env");
         let t = read(&path).expect("example parses");
         assert_eq!(t.sites.len(), 3);
@@ -123,7 +123,10 @@ mod tests {
             parse("[[site]]\nname = \"a\"\n[[site.target]]\nkind = \"s3\"\nbucket = \"b\"\n")
                 .unwrap_err()
         );
-        assert!(e.contains("endpoint") && e.contains("site a target 1"), "{e}");
+        assert!(
+            e.contains("endpoint") && e.contains("site a target 1"),
+            "{e}"
+        );
         let e = format!(
             "{:#}",
             parse("[[site]]\nname = \"a\"\n[[site.target]]\nkind = \"ftp\"\n").unwrap_err()

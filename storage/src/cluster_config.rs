@@ -75,9 +75,14 @@ mod tests {
         }
         assert_eq!(c.backups.len(), BACKUP_CATALOG_MAX);
         assert!(!c.backups.contains_key("bk-0000"));
-        assert!(c.backups.contains_key(&format!("bk-{:04}", BACKUP_CATALOG_MAX + 2)));
+        assert!(c
+            .backups
+            .contains_key(&format!("bk-{:04}", BACKUP_CATALOG_MAX + 2)));
         assert_eq!(ClusterConfig::decode(&c.encode()).unwrap(), c);
-        assert_eq!(ClusterConfig::decode(b"").unwrap(), ClusterConfig::default());
+        assert_eq!(
+            ClusterConfig::decode(b"").unwrap(),
+            ClusterConfig::default()
+        );
         assert!(ClusterConfig::decode(b"{not json").is_err());
     }
 }

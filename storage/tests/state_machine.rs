@@ -161,3 +161,62 @@ async fn corrupt_snapshot_is_refused_and_state_is_untouched() {
     );
     assert_eq!(b.view().checksum().unwrap(), before);
 }
+
+/// The replicated cluster config (backup targets, backup catalog) changes only by
+/// commands, stays out of the state checksum, and travels with snapshots to a node that
+/// catches up by one.
+#[tokio::test]
+async fn cluster_config_is_replicated_by_commands_and_carried_in_snapshots() {
+    use reprise_storage::backup::manifest::{Manifest, MANIFEST_FORMAT};
+    use reprise_storage::backup::target::{BackupTargets, TargetSpec};
+
+    let (a_dir, b_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut a = StateMachineStore::open(a_dir.path()).unwrap();
+    let mut targets = BackupTargets::default();
+    targets
+        .sites
+        .insert("site-2".into(), vec![TargetSpec::Node, TargetSpec::Node]);
+    let manifest = |id: &str, index: u64| Manifest {
+        format: MANIFEST_FORMAT,
+        backup_id: id.into(),
+        cluster_name: "c".into(),
+        log_index: index,
+        term: 1,
+        hlc: 0,
+        data_shards: 2,
+        parity_shards: 1,
+        stripe_bytes: 1024,
+        objects: vec![],
+        shards: vec![],
+        first_index: 0,
+    };
+    a.apply(vec![entry(1, put("k", "v"))]).await.unwrap();
+    let before = a.view().checksum().unwrap();
+    a.apply(vec![
+        entry(2, Operation::SetBackupTargets(targets.clone())),
+        entry(3, Operation::RecordBackup(Box::new(manifest("bk-1", 1)))),
+        entry(4, Operation::RecordBackup(Box::new(manifest("bk-2", 3)))),
+        entry(5, Operation::ForgetBackups(vec!["bk-1".into()])),
+    ])
+    .await
+    .unwrap();
+    let config = a.view().cluster_config().unwrap();
+    assert_eq!(config.backup_targets, targets);
+    assert_eq!(config.backups.keys().collect::<Vec<_>>(), vec!["bk-2"]);
+    let after = a.view().checksum().unwrap();
+    assert_eq!((after.keys, after.digest), (before.keys, before.digest));
+
+    let snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut b = StateMachineStore::open(b_dir.path()).unwrap();
+    let mut sink = b.begin_receiving_snapshot().await.unwrap();
+    let mut source = tokio::fs::File::from_std(snap.snapshot.into_std().await);
+    tokio::io::copy(&mut source, &mut *sink).await.unwrap();
+    sink.flush().await.unwrap();
+    b.install_snapshot(&snap.meta, sink).await.unwrap();
+    assert_eq!(b.view().cluster_config().unwrap(), config);
+}

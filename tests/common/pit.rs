@@ -66,7 +66,12 @@ type Acked = (u64, String, Option<String>);
 
 pub const KEYS: u64 = 40;
 
-pub async fn write_phase(tc: &TestCluster, phase: &str, clients: u64, per_client: u64) -> Vec<Acked> {
+pub async fn write_phase(
+    tc: &TestCluster,
+    phase: &str,
+    clients: u64,
+    per_client: u64,
+) -> Vec<Acked> {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let client = tc.client();
@@ -174,7 +179,7 @@ pub fn restore_at(eps: &str, at: &str, into: &Path) -> serde_json::Value {
 pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Backups<'_>) {
     let eps = tc.cluster.file.endpoints();
 
-    let before = write_phase(&tc, "a", 4, 60).await;
+    let before = write_phase(tc, "a", 4, 60).await;
     let t1 = middle_ms(&before);
     let out = reprise(&eps, &["-o", "json", "backup", "create"]);
     assert!(
@@ -187,7 +192,7 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
         .as_str()
         .expect("backup id")
         .to_string();
-    let between = write_phase(&tc, "b", 4, 60).await;
+    let between = write_phase(tc, "b", 4, 60).await;
     let t2 = middle_ms(&between);
     let mut writes = before;
     writes.extend(between);
@@ -270,9 +275,44 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
             String::from_utf8_lossy(&out.stderr)
         );
         let restored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        check_restored("buckets-only", t3, Some(backup_id.as_str()), &restored, &writes).await;
+        check_restored(
+            "buckets-only",
+            t3,
+            Some(backup_id.as_str()),
+            &restored,
+            &writes,
+        )
+        .await;
     }
+    restore_drill_passes(&live, &backup_id);
     damaged_segment_refuses(&site1_backups, &live, scratch.path());
+}
+
+/// The restore drill, after the fire: the newest point, and the one snapshot backup
+/// rebuilt without it (from the empty state plus the whole archive): its checksum must
+/// equal the one recorded at backup time.
+fn restore_drill_passes(live: &str, backup_id: &str) {
+    let out = reprise(live, &["-o", "json", "backup", "drill", "--seed", "0"]);
+    let drill: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "restore drill: {} {drill}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = &drill["report"];
+    assert_eq!(report["passed"], true, "{drill}");
+    assert_eq!(report["earlier"]["compared_with"], backup_id, "{drill}");
+    assert_eq!(report["earlier"]["checksum_matches"], true, "{drill}");
+    assert!(
+        report["earlier"]["restored"]["base_backup"].is_null(),
+        "the earlier point must come from the archive alone: {drill}"
+    );
+    assert!(
+        report["newest_restorable_age_ms"]
+            .as_u64()
+            .is_some_and(|a| a < 60_000),
+        "{drill}"
+    );
 }
 
 /// The restored cluster holds exactly the state the acknowledged writes imply at `t`.
@@ -320,7 +360,8 @@ async fn check_restored(
 fn damaged_segment_refuses(site1_backups: &Path, live: &str, scratch: &Path) {
     // (Only segments with a manifest: uploads attempted after the fire left shards
     // without one.)
-    let seg_dir = std::fs::read_dir(site1_backups)        .expect("site-1 backups")
+    let seg_dir = std::fs::read_dir(site1_backups)
+        .expect("site-1 backups")
         .filter_map(Result::ok)
         .filter(|e| e.path().join("manifest").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -353,4 +394,3 @@ fn damaged_segment_refuses(site1_backups: &Path, live: &str, scratch: &Path) {
         std::fs::read_dir(&refused).map(|d| d.count())
     );
 }
-

@@ -157,7 +157,10 @@ impl BackupStore for S3Store {
     }
 
     fn describe(&self) -> String {
-        format!("s3://{}/{} at {}", self.spec.bucket, self.spec.prefix, self.spec.endpoint)
+        format!(
+            "s3://{}/{} at {}",
+            self.spec.bucket, self.spec.prefix, self.spec.endpoint
+        )
     }
 
     fn put_shard<'a>(
@@ -193,10 +196,12 @@ impl BackupStore for S3Store {
             let target = self.describe();
             tokio::spawn(async move {
                 while let Some(item) = body.next().await {
-                    let item = item.map(|b| b.to_vec()).map_err(|e| TargetError::Unavailable {
-                        target: target.clone(),
-                        reason: format!("read shard {shard}: {e}"),
-                    });
+                    let item = item
+                        .map(|b| b.to_vec())
+                        .map_err(|e| TargetError::Unavailable {
+                            target: target.clone(),
+                            reason: format!("read shard {shard}: {e}"),
+                        });
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
                         break;
@@ -246,7 +251,11 @@ impl BackupStore for S3Store {
             let mut out = Vec::new();
             for (backup_id, (has_manifest, mut shards)) in held {
                 let manifest_json = if has_manifest {
-                    match self.store.get(&self.key(&[&backup_id, MANIFEST_OBJECT])).await {
+                    match self
+                        .store
+                        .get(&self.key(&[&backup_id, MANIFEST_OBJECT]))
+                        .await
+                    {
                         Ok(g) => {
                             let bytes = g
                                 .bytes()

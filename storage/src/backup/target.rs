@@ -163,7 +163,11 @@ impl S3Spec {
     }
 
     fn validate(&self, site: &str) -> Result<(), TargetError> {
-        let bad = |what: &str| Err(TargetError::Config(format!("site {site}: s3 target {what}")));
+        let bad = |what: &str| {
+            Err(TargetError::Config(format!(
+                "site {site}: s3 target {what}"
+            )))
+        };
         if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
             return bad(&format!(
                 "endpoint {:?} must start with http:// or https://",
@@ -302,7 +306,9 @@ mod tests {
         assert!(t.s3_for(&s3("bucket-2").location()).is_none());
 
         let mut unknown = t.clone();
-        unknown.sites.insert("site-9".into(), vec![TargetSpec::Node]);
+        unknown
+            .sites
+            .insert("site-9".into(), vec![TargetSpec::Node]);
         let e = unknown.validate(&known).unwrap_err().to_string();
         assert!(e.contains("site-9"), "{e}");
 

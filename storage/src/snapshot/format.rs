@@ -394,7 +394,10 @@ mod tests {
             vec![crate::backup::target::TargetSpec::Node],
         );
         let new = dir.path().join("v2.snap");
-        SnapshotWriter::create(&new, &header).unwrap().finish().unwrap();
+        SnapshotWriter::create(&new, &header)
+            .unwrap()
+            .finish()
+            .unwrap();
         assert_eq!(SnapshotReader::open(&new).unwrap().header(), &header);
     }
 }

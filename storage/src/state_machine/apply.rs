@@ -11,10 +11,10 @@ use super::keyspace::{
 };
 use super::value::StoredValue;
 use super::view::KvView;
+use crate::cluster_config::ClusterConfig;
 use crate::command::{
     Command, CommandResponse, Compare, CompareOp, CompareTarget, Operation, Outcome, TxnOp,
 };
-use crate::cluster_config::ClusterConfig;
 use crate::error::StateMachineError;
 use crate::types::{Entry, LogId, StoredMembership};
 

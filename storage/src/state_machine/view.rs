@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use super::keyspace::{
     data_key, prefix_end, user_key, DATA_PREFIX, META_APPLIED, META_CLUSTER, META_LAST_HLC,
 };
-use crate::cluster_config::ClusterConfig;
 use super::value::StoredValue;
+use crate::cluster_config::ClusterConfig;
 use crate::error::StateMachineError;
 use crate::types::LogId;
 
