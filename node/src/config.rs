@@ -60,6 +60,9 @@ pub struct NodeConfigFile {
     /// Scheduled snapshot backups and retention.
     #[serde(default)]
     pub backup: BackupSettings,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`). Default: none (off).
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Scheduled snapshot backups, taken by the leader, and retention of old backups.
@@ -176,6 +179,7 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub archive: ArchiveSettings,
     pub backup: BackupSettings,
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -323,6 +327,7 @@ impl NodeConfigFile {
             raft: self.raft,
             archive: self.archive,
             backup: self.backup,
+            metrics_addr: self.metrics_addr,
         };
         config.openraft().map_err(|e| format!("raft: {e}"))?;
         Ok(config)

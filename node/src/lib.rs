@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod hlc;
 pub mod kv_service;
+pub mod metrics;
 pub mod network;
 pub mod node_store;
 pub mod partition;

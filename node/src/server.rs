@@ -117,6 +117,19 @@ pub async fn run(
         .then(|| crate::archiver::spawn(state.clone(), config.archive.clone()));
     let schedule = (config.backup.interval_s > 0)
         .then(|| crate::backup_schedule::spawn(state.clone(), config.backup.clone()));
+    let metrics = match config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Listen { addr, source })?;
+            let state = state.clone();
+            info!(%addr, "metrics endpoint serving");
+            Some(crate::metrics::spawn(listener, move || {
+                crate::metrics::render(&crate::metrics::sample(&state))
+            }))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| NodeError::Listen {
@@ -125,7 +138,7 @@ pub async fn run(
         })?;
     info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
     let served = serve(state, listener, shutdown).await;
-    for task in [archiver, schedule].into_iter().flatten() {
+    for task in [archiver, schedule, metrics].into_iter().flatten() {
         task.abort();
     }
     info!("stopping raft");
