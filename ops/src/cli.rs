@@ -107,6 +107,15 @@ pub enum NodeCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Prepare this node's (empty) data directory from a restored snapshot
+    /// (`reprise restore --no-start`): the new cluster's members are the config's
+    /// `initial_members`. Run on every node with the same snapshot, then start them.
+    Seed {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        snapshot: PathBuf,
+    },
 }
 
 /// Parses the command line, runs the command, maps failures to exit codes.
@@ -134,6 +143,9 @@ fn run(cli: Cli) -> CliResult {
         .map_err(|e| CliError::Runtime(anyhow::anyhow!("start async runtime: {e}")))?;
     runtime.block_on(async {
         match cli.command {
+            Command::Node {
+                command: NodeCommand::Seed { config, snapshot },
+            } => cmd_node::seed(&config, &snapshot, &cli.global),
             Command::Node { .. } => Ok(()),
             Command::Cluster { command } => match command {
                 cmd_cluster::ClusterCommand::Local { command } => {

@@ -21,6 +21,9 @@ pub enum LocalCommand {
         nodes_per_site: u32,
         #[arg(long)]
         dir: PathBuf,
+        /// Start from a restored snapshot (`reprise restore --no-start`) as a new epoch.
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
     /// Stop every node of a local cluster (SIGTERM, then SIGKILL after 10 s).
     Down {
@@ -48,15 +51,20 @@ pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
             sites,
             nodes_per_site,
             dir,
+            from,
         } => {
             let started = Instant::now();
-            let mut cluster = local::up(
-                &this_exe()?,
-                &dir,
-                &local::LocalSpec::new(sites, nodes_per_site),
-            )
-            .await
-            .map_err(anyhow::Error::from)?;
+            let mut spec = local::LocalSpec::new(sites, nodes_per_site);
+            if let Some(snapshot) = from {
+                let header = reprise_storage::state_machine::verify_snapshot(&snapshot)
+                    .map_err(|e| anyhow!("--from {}: {e}", snapshot.display()))?;
+                let index = header.meta.last_log_id.map(|l| l.index).unwrap_or(0);
+                spec.cluster_name = Some(crate::cmd_restore::new_epoch_name(index));
+                spec.seed_snapshot = Some(snapshot);
+            }
+            let mut cluster = local::up(&this_exe()?, &dir, &spec)
+                .await
+                .map_err(anyhow::Error::from)?;
             cluster.detach();
             let file = &cluster.file;
             match global.output {

@@ -1,5 +1,5 @@
 //! `reprise node start`: loads the config, sets up logging, runs the node until SIGTERM or
-//! SIGINT.
+//! SIGINT. `reprise node seed`: prepares a node's data directory from a restored snapshot.
 
 use std::path::Path;
 
@@ -7,7 +7,53 @@ use anyhow::Context;
 use reprise_node::NodeConfig;
 use tracing_subscriber::EnvFilter;
 
-use crate::output::{CliError, CliResult};
+use crate::cli::Global;
+use crate::output::{print_json, CliError, CliResult, Format};
+
+/// Seeds the data directory of the node `config_path` describes from `snapshot`, with the
+/// config's `initial_members` as the new cluster's voters.
+pub fn seed(config_path: &Path, snapshot: &Path, global: &Global) -> CliResult {
+    let config = NodeConfig::load(config_path).map_err(|e| CliError::Runtime(e.into()))?;
+    if !config.initial_members.contains_key(&config.id) {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "{}: initial_members must list every member of the restored cluster, this node ({}) included",
+            config_path.display(),
+            config.id
+        )));
+    }
+    let members: Vec<_> = config
+        .initial_members
+        .iter()
+        .map(|(id, m)| (*id, m.clone()))
+        .collect();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create {}", config.data_dir.display()))?;
+    let last = reprise_storage::backup::seed::seed_data_dirs(
+        snapshot,
+        &members,
+        std::slice::from_ref(&config.data_dir),
+    )
+    .map_err(|e| CliError::Runtime(e.into()))?;
+    match global.output {
+        Format::Json => print_json(&serde_json::json!({
+            "node": config.id,
+            "data_dir": config.data_dir,
+            "log_index": last.index,
+            "members": members.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        })),
+        Format::Table => {
+            println!(
+                "node {} seeded at log index {} in {} ({} members); start it with `reprise node start --config {}` (no `cluster init`)",
+                config.id,
+                last.index,
+                config.data_dir.display(),
+                members.len(),
+                config_path.display()
+            );
+            Ok(())
+        }
+    }
+}
 
 /// Runs a node in the foreground.
 pub fn start(config_path: &Path) -> CliResult {

@@ -49,6 +49,10 @@ pub struct RestoreArgs {
     /// Directory for the restored cluster (must not hold a cluster yet).
     #[arg(long)]
     pub into: PathBuf,
+    /// Write the restored state to `INTO/restored.snap` and start nothing: seed real
+    /// nodes from it (`reprise node seed`) or a local cluster (`cluster local up --from`).
+    #[arg(long)]
+    pub no_start: bool,
     /// Read backups from the buckets of this targets file (needed when no cluster is
     /// left to ask; see deploy/config/backup-targets.toml).
     #[arg(long)]
@@ -81,6 +85,15 @@ struct RestoreOut {
     replay_ms: u128,
     total_ms: u128,
     rebuild_mb_per_s: f64,
+    /// The restored cluster (None with `--no-start`).
+    #[serde(flatten)]
+    cluster: Option<RestoredCluster>,
+    /// With `--no-start`: the verified snapshot of the restored state.
+    snapshot: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct RestoredCluster {
     cluster_name: String,
     endpoints: String,
     cluster_file: PathBuf,
@@ -217,20 +230,28 @@ async fn restore(
             RestoreRunError::NotRestorable(m) => CliError::NotApplied(m),
             other => CliError::Runtime(other.into()),
         })?;
-    let cluster_name = format!(
-        "restored-{}-{:06x}",
-        restored.log_index,
-        rand::rng().random_range(0..0x100_0000u32)
-    );
-    let spec = LocalSpec {
-        cluster_name: Some(cluster_name.clone()),
-        seed_snapshot: Some(restored.snapshot.clone()),
-        ..LocalSpec::new(args.sites, args.nodes_per_site)
+    let (cluster, snapshot) = if args.no_start {
+        let kept = args.into.join(RESTORED_SNAPSHOT);
+        keep_snapshot(&restored.snapshot, &kept)?;
+        (None, Some(kept))
+    } else {
+        let cluster_name = new_epoch_name(restored.log_index);
+        let spec = LocalSpec {
+            cluster_name: Some(cluster_name.clone()),
+            seed_snapshot: Some(restored.snapshot.clone()),
+            ..LocalSpec::new(args.sites, args.nodes_per_site)
+        };
+        let mut cluster = local::up(&this_exe()?, &args.into.join("cluster"), &spec)
+            .await
+            .map_err(anyhow::Error::from)?;
+        cluster.detach();
+        let restored_cluster = RestoredCluster {
+            cluster_name,
+            endpoints: cluster.file.endpoints(),
+            cluster_file: cluster.dir.join(CLUSTER_FILE),
+        };
+        (Some(restored_cluster), None)
     };
-    let mut cluster = local::up(&this_exe()?, &args.into.join("cluster"), &spec)
-        .await
-        .map_err(anyhow::Error::from)?;
-    cluster.detach();
     Ok(RestoreOut {
         target,
         base_backup: restored.base_backup,
@@ -250,17 +271,51 @@ async fn restore(
         rebuild_mb_per_s: restored.bytes_fetched as f64
             / 1e6
             / (restored.rebuild_ms.max(1) as f64 / 1000.0),
-        cluster_name,
-        endpoints: cluster.file.endpoints(),
-        cluster_file: cluster.dir.join(CLUSTER_FILE),
+        cluster,
+        snapshot,
+    })
+}
+
+/// File name of the restored snapshot `--no-start` leaves in `INTO`.
+pub const RESTORED_SNAPSHOT: &str = "restored.snap";
+
+/// A cluster name for a new epoch restored at `index`.
+pub fn new_epoch_name(index: u64) -> String {
+    format!(
+        "restored-{index}-{:06x}",
+        rand::rng().random_range(0..0x100_0000u32)
+    )
+}
+
+/// Copies the verified snapshot out of the staging directory, durably.
+fn keep_snapshot(from: &Path, to: &Path) -> CliResult {
+    let copy = || -> std::io::Result<()> {
+        std::fs::copy(from, to)?;
+        std::fs::File::open(to)?.sync_all()?;
+        if let Some(dir) = to.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    copy().map_err(|e| {
+        CliError::Runtime(anyhow!(
+            "keep the restored snapshot at {}: {e}",
+            to.display()
+        ))
     })
 }
 
 fn print_summary(out: &RestoreOut) {
-    println!(
-        "restored to {} (log index {}) into cluster {}",
-        out.restored_to, out.log_index, out.cluster_name
-    );
+    match &out.cluster {
+        Some(c) => println!(
+            "restored to {} (log index {}) into cluster {}",
+            out.restored_to, out.log_index, c.cluster_name
+        ),
+        None => println!(
+            "restored to {} (log index {}); no cluster started",
+            out.restored_to, out.log_index
+        ),
+    }
     println!(
         "  from {} + {} archive segment(s): {} entries replayed, {} keys",
         out.base_backup
@@ -295,6 +350,22 @@ fn print_summary(out: &RestoreOut) {
     println!(
         "  backup targets are not carried over (new epoch): set them with `reprise backup targets set`"
     );
-    println!("  described in {}", out.cluster_file.display());
-    println!("export REPRISE_ENDPOINTS={}", out.endpoints);
+    match (&out.cluster, &out.snapshot) {
+        (Some(c), _) => {
+            println!("  described in {}", c.cluster_file.display());
+            println!("export REPRISE_ENDPOINTS={}", c.endpoints);
+        }
+        (None, Some(snap)) => {
+            println!("  restored state in {}", snap.display());
+            println!(
+                "  seed each node: reprise node seed --config NODE.toml --snapshot {} (then start them), or",
+                snap.display()
+            );
+            println!(
+                "  a local cluster: reprise cluster local up --from {} --dir DIR",
+                snap.display()
+            );
+        }
+        (None, None) => {}
+    }
 }

@@ -73,6 +73,9 @@ fn target(t: TargetEntry) -> anyhow::Result<TargetSpec> {
             let need = |v: Option<String>, name: &str| {
                 v.ok_or_else(|| anyhow!("an s3 target needs `{name}`"))
             };
+            let endpoint = need(t.endpoint, "endpoint")?;
+            let bucket = need(t.bucket, "bucket")?;
+            let access_key_id = need(t.access_key_id, "access_key_id")?;
             let secret = match (t.secret_access_key, t.secret_access_key_env) {
                 (Some(s), None) => s,
                 (None, Some(var)) => std::env::var(&var).map_err(|_| {
@@ -86,11 +89,11 @@ fn target(t: TargetEntry) -> anyhow::Result<TargetSpec> {
                 }
             };
             Ok(TargetSpec::S3(S3Spec {
-                endpoint: need(t.endpoint, "endpoint")?,
-                bucket: need(t.bucket, "bucket")?,
+                endpoint,
+                bucket,
                 prefix: t.prefix,
                 region: t.region.unwrap_or_else(|| "us-east-1".into()),
-                access_key_id: need(t.access_key_id, "access_key_id")?,
+                access_key_id,
                 secret_access_key: secret,
             }))
         }

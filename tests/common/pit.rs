@@ -285,7 +285,130 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
         .await;
     }
     restore_drill_passes(&live, &backup_id);
+    restore_without_starting_then_seed(&live, scratch.path(), t3, &writes, &mut stops).await;
     damaged_segment_refuses(&site1_backups, &live, scratch.path());
+}
+
+/// `restore --no-start` leaves only the verified snapshot; a local cluster started from
+/// it holds the restored state, and a real node's data directory can be seeded from it
+/// (once: a seeded directory is not seeded again).
+async fn restore_without_starting_then_seed(
+    live: &str,
+    scratch: &Path,
+    t: u64,
+    writes: &[Acked],
+    stops: &mut Vec<StopOnDrop>,
+) {
+    let into = scratch.join("no-start");
+    let out = reprise(
+        live,
+        &[
+            "-o",
+            "json",
+            "restore",
+            "--at",
+            &rfc3339(t),
+            "--into",
+            into.to_str().expect("utf8"),
+            "--no-start",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "restore --no-start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let snap = into.join("restored.snap");
+    assert_eq!(restored["snapshot"].as_str(), snap.to_str(), "{restored}");
+    assert!(
+        restored["endpoints"].is_null(),
+        "nothing started: {restored}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&into)
+        .expect("into")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("restored.snap")],
+        "only the snapshot is left"
+    );
+
+    let local_dir = scratch.join("from-snapshot");
+    stops.push(StopOnDrop(local_dir.clone()));
+    let out = reprise(
+        live,
+        &[
+            "-o",
+            "json",
+            "cluster",
+            "local",
+            "up",
+            "--from",
+            snap.to_str().expect("utf8"),
+            "--dir",
+            local_dir.to_str().expect("utf8"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "local up --from: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let up: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let endpoints: Vec<&str> = up["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["addr"].as_str())
+        .collect();
+    let got = scan_all(&endpoints.join(",")).await;
+    assert_eq!(
+        got,
+        expected_at(writes, t),
+        "a cluster started from the restored snapshot"
+    );
+
+    let node_dir = scratch.join("real-node");
+    let config = node_dir.join("node.toml");
+    std::fs::create_dir_all(&node_dir).expect("node dir");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 1\nsite = \"site-1\"\nlisten_addr = \"127.0.0.1:1\"\ndata_dir = \"{}\"\nsites = [\"site-1\"]\n[[initial_members]]\nid = 1\nsite = \"site-1\"\naddr = \"127.0.0.1:1\"\n",
+            node_dir.join("data").display()
+        ),
+    )
+    .expect("node config");
+    let seed = |config: &Path| {
+        reprise(
+            live,
+            &[
+                "-o",
+                "json",
+                "node",
+                "seed",
+                "--config",
+                config.to_str().expect("utf8"),
+                "--snapshot",
+                snap.to_str().expect("utf8"),
+            ],
+        )
+    };
+    let out = seed(&config);
+    assert!(
+        out.status.success(),
+        "node seed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seeded: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(seeded["log_index"], restored["log_index"], "{seeded}");
+    let again = seed(&config);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{err}");
+    assert!(err.contains("not empty"), "{err}");
 }
 
 /// The restore drill, after the fire: the newest point, and the one snapshot backup
