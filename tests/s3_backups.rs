@@ -10,10 +10,16 @@ mod common;
 use common::pit::{fire_then_restore_three_instants, Backups};
 use common::s3::S3Site;
 use common::{reprise, TestCluster};
+use reprise_chaos::backend::local::LocalSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_backups_survive_a_site_fire_and_restore_to_three_instants() {
-    let mut tc = TestCluster::start_with(3, 1, "[archive]\ninterval_ms = 200\n").await;
+    let mut tc = TestCluster::start_spec(&LocalSpec {
+        extra_config: "[archive]\ninterval_ms = 200\n".into(),
+        env: common::s3::env(),
+        ..LocalSpec::new(3, 1)
+    })
+    .await;
     let eps = tc.cluster.file.endpoints();
     let s3_root = tempfile::TempDir::new().expect("temp dir");
     let mut sites = Vec::new();
@@ -30,7 +36,7 @@ async fn s3_backups_survive_a_site_fire_and_restore_to_three_instants() {
         &bad_file,
         sites[0]
             .targets_toml()
-            .replace(common::s3::SECRET_KEY, "wrong-secret"),
+            .replace(common::s3::SECRET_ENV, common::s3::WRONG_SECRET_ENV),
     )
     .expect("write bad targets file");
     let out = reprise(
@@ -71,7 +77,7 @@ async fn s3_backups_survive_a_site_fire_and_restore_to_three_instants() {
     assert!(shown_text.contains("site-3"), "{shown_text}");
     assert!(
         !shown_text.contains(common::s3::SECRET_KEY),
-        "secrets are redacted: {shown_text}"
+        "secrets are never replicated, only the name of their variable: {shown_text}"
     );
 
     let backups = Backups::S3 {

@@ -17,7 +17,7 @@ use reprise_storage::backup::codec::{encode_stripe, CodecParams};
 use reprise_storage::backup::manifest::{
     place_shards, BackupObject, Manifest, ShardPlacement, KIND_SNAPSHOT, MANIFEST_FORMAT,
 };
-use reprise_storage::backup::target::{BackupStore, Location, StoredShard, TargetError};
+use reprise_storage::backup::target::{BackupStore, Location, Piece, StoredShard, TargetError};
 use reprise_storage::command::Operation;
 use reprise_storage::snapshot::format::read_trailer;
 use reprise_storage::snapshot::SnapshotDir;
@@ -167,6 +167,7 @@ pub async fn create_backup(
     req: CreateBackupRequest,
     progress: &BackupProgress,
 ) -> Result<Manifest, Status> {
+    let _one_at_a_time = state.backup_lock.lock().await;
     let placement = placement(state, &req)?;
     let applied = state
         .raft
@@ -183,6 +184,11 @@ pub async fn create_backup(
         .last_log_id
         .ok_or_else(|| Status::failed_precondition("nothing to back up yet"))?;
     let backup_id = format!("bk-{:012}-{}", last.index, last.leader_id.term);
+    let catalog = state.view.cluster_config().map_err(internal)?.backups;
+    if let Some(done) = catalog.get(&backup_id) {
+        // Nothing was written since that backup: it is this backup.
+        return Ok(done.clone());
+    }
     let source = std::fs::File::open(&file.path)
         .map_err(|e| internal(format!("open {}: {e}", file.path.display())))?;
     if let Ok(meta) = source.metadata() {
@@ -302,7 +308,7 @@ async fn stream_shards(
     let mut senders = Vec::new();
     let mut uploads = Vec::new();
     for (shard, target) in targets.iter().enumerate() {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(SHARD_QUEUE);
+        let (tx, rx) = mpsc::channel::<Piece>(SHARD_QUEUE);
         senders.push(tx);
         let store = target.store.clone();
         let id = backup_id.to_string();
@@ -331,7 +337,7 @@ fn encode_object(
     backup_id: &str,
     mut source: Box<dyn Read + Send>,
     params: CodecParams,
-    senders: Vec<mpsc::Sender<Vec<u8>>>,
+    senders: Vec<mpsc::Sender<Piece>>,
     encoded: &AtomicU64,
 ) -> Result<(u64, u64), Status> {
     let mut buf = vec![0u8; params.stripe_bytes as usize];
@@ -340,6 +346,10 @@ fn encode_object(
         let n = read_full(&mut source, &mut buf)
             .map_err(|e| internal(format!("read backup {backup_id}: {e}")))?;
         if n == 0 {
+            for (i, s) in senders.iter().enumerate() {
+                s.blocking_send(Piece::End)
+                    .map_err(|_| Status::unavailable(format!("upload of shard {i} stopped")))?;
+            }
             return Ok((bytes, stripe));
         }
         let records = encode_stripe(&params, OBJECT_ID, stripe, &buf[..n]).map_err(internal)?;
@@ -347,7 +357,7 @@ fn encode_object(
             let mut data = Vec::with_capacity(record.encoded_len());
             record.write_to(&mut data).map_err(internal)?;
             senders[i]
-                .blocking_send(data)
+                .blocking_send(Piece::Data(data))
                 .map_err(|_| Status::unavailable(format!("upload of shard {i} stopped")))?;
         }
         bytes += n as u64;

@@ -90,8 +90,8 @@ impl Backup for BackupService {
                             bytes_encoded: progress.encoded.load(Ordering::Relaxed),
                             manifest_json: String::new(),
                         };
-                        // A client that went away does not stop the backup.
-                        let _ = tx.send(Ok(update)).await;
+                        // A slow or vanished client never holds the backup up.
+                        let _ = tx.try_send(Ok(update));
                     }
                 }
             };
@@ -155,9 +155,26 @@ impl Backup for BackupService {
             .store()
             .create_shard(&first.backup_id, first.object_id, shard_index(first.shard)?)
             .map_err(store_err)?;
-        writer.write(&first.data).map_err(store_err)?;
-        while let Some(chunk) = stream.next().await {
-            writer.write(&chunk?.data).map_err(store_err)?;
+        let mut complete = first.last;
+        let mut received = writer.write(&first.data).map_err(store_err);
+        while received.is_ok() && !complete {
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    complete = chunk.last;
+                    received = writer.write(&chunk.data).map_err(store_err);
+                }
+                Some(Err(status)) => received = Err(status),
+                None => {
+                    received = Err(Status::aborted(format!(
+                        "shard {} of {} was cut off before its end; discarded",
+                        first.shard, first.backup_id
+                    )))
+                }
+            }
+        }
+        if let Err(e) = received {
+            writer.discard();
+            return Err(e);
         }
         let (bytes, crc32c) = tokio::task::spawn_blocking(move || writer.finish())
             .await
@@ -202,6 +219,7 @@ impl Backup for BackupService {
                     object_id: req.object_id,
                     shard: req.shard,
                     data: buf[..n].to_vec(),
+                    last: false,
                 };
                 if tx.send(Ok(chunk)).await.is_err() {
                     return;

@@ -106,20 +106,26 @@ pub async fn holdings(stores: &[(String, Store)]) -> Vec<Holding> {
         .iter()
         .map(|(site, store)| {
             let (site, store) = (site.clone(), store.clone());
-            tokio::spawn(async move {
-                Holding {
-                    store: store.describe(),
-                    held: store.list().await,
-                    site,
-                }
-            })
+            let task = tokio::spawn({
+                let store = store.clone();
+                async move { store.list().await }
+            });
+            (site, store, task)
         })
         .collect();
     let mut out = Vec::new();
-    for t in tasks {
-        if let Ok(h) = t.await {
-            out.push(h);
-        }
+    for (site, store, task) in tasks {
+        let held = task.await.unwrap_or_else(|e| {
+            Err(TargetError::Unavailable {
+                target: store.describe(),
+                reason: format!("listing task failed: {e}"),
+            })
+        });
+        out.push(Holding {
+            store: store.describe(),
+            held,
+            site,
+        });
     }
     out
 }

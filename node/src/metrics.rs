@@ -119,6 +119,8 @@ pub fn spawn(
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
+                // Out of file descriptors, say: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let render = render.clone();

@@ -12,7 +12,7 @@ use reprise_api::pb::backup::{
 };
 use reprise_storage::backup::shard_store::HeldShard;
 use reprise_storage::backup::target::{
-    BackupStore, ChunkReceiver, ChunkStream, HeldBackup, Location, StoreFuture, StoredShard,
+    BackupStore, ChunkReceiver, ChunkStream, HeldBackup, Location, Piece, StoreFuture, StoredShard,
     TargetError,
 };
 use reprise_storage::NodeId;
@@ -22,6 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Chunks of a shard being served, buffered ahead of the reader.
 const READ_AHEAD_CHUNKS: usize = 8;
 
@@ -53,7 +55,11 @@ impl NodeStore {
     async fn client(&self, unary: bool) -> Result<BackupClient<Channel>, TargetError> {
         let mut endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
             .map_err(|e| self.unavailable(e))?
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(CONNECT_TIMEOUT)
+            // A node that stops answering mid-stream is noticed (streams have no deadline).
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         if unary {
             endpoint = endpoint.timeout(self.rpc_timeout);
         }
@@ -93,11 +99,18 @@ impl BackupStore for NodeStore {
         Box::pin(async move {
             let mut client = self.client(false).await?;
             let id = backup_id.to_string();
-            let stream = ReceiverStream::new(chunks).map(move |data| ShardChunk {
-                backup_id: id.clone(),
-                object_id,
-                shard: u32::from(shard),
-                data,
+            let stream = ReceiverStream::new(chunks).map(move |piece| {
+                let (data, last) = match piece {
+                    Piece::Data(d) => (d, false),
+                    Piece::End => (Vec::new(), true),
+                };
+                ShardChunk {
+                    backup_id: id.clone(),
+                    object_id,
+                    shard: u32::from(shard),
+                    data,
+                    last,
+                }
             });
             let r = client
                 .put_shards(stream)

@@ -110,13 +110,8 @@ pub async fn run(
         archive_status: Default::default(),
         partition,
         reads: Default::default(),
+        backup_lock: Default::default(),
     });
-    let archiver = config
-        .archive
-        .enabled()
-        .then(|| crate::archiver::spawn(state.clone(), config.archive.clone()));
-    let schedule = (config.backup.interval_s > 0)
-        .then(|| crate::backup_schedule::spawn(state.clone(), config.backup.clone()));
     let metrics = match config.metrics_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -130,6 +125,12 @@ pub async fn run(
         }
         None => None,
     };
+    let archiver = config
+        .archive
+        .enabled()
+        .then(|| crate::archiver::spawn(state.clone(), config.archive.clone()));
+    let schedule = (config.backup.interval_s > 0)
+        .then(|| crate::backup_schedule::spawn(state.clone(), config.backup.clone()));
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| NodeError::Listen {

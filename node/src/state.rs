@@ -45,6 +45,9 @@ pub struct NodeState {
     pub partition: Arc<crate::partition::Partition>,
     /// Shared read-index rounds for linearizable reads.
     pub reads: Arc<crate::read_index::ReadBatcher>,
+    /// Held while a snapshot backup is taken: scheduled, requested and archive-restart
+    /// backups at one index would otherwise write the same shard files at once.
+    pub backup_lock: tokio::sync::Mutex<()>,
 }
 
 /// A committed and applied write.

@@ -68,7 +68,7 @@ pub enum BackupCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TargetsCommand {
-    /// The configured targets of every site (secrets redacted).
+    /// The configured targets of every site.
     Show,
     /// Replace every site's targets with those of a targets file
     /// (see deploy/config/backup-targets.toml).
@@ -179,7 +179,7 @@ async fn targets(cmd: TargetsCommand, global: &Global) -> CliResult {
     let client = global.client()?;
     match cmd {
         TargetsCommand::Show => {
-            let shown = cluster_config(&client).await?.backup_targets.redacted();
+            let shown = cluster_config(&client).await?.backup_targets;
             match global.output {
                 Format::Json => print_json(&shown),
                 Format::Table => {
@@ -216,7 +216,7 @@ async fn targets(cmd: TargetsCommand, global: &Global) -> CliResult {
             match global.output {
                 Format::Json => print_json(&serde_json::json!({
                     "log_index": resp.log_index,
-                    "targets": targets.redacted(),
+                    "targets": targets,
                 })),
                 Format::Table => {
                     println!(

@@ -1,8 +1,9 @@
 //! The backup targets file (`deploy/config/backup-targets.toml` is the documented example):
 //! which targets each site keeps its backup shards in. Read by `reprise backup targets
 //! set` (which replicates it into the cluster config) and by `reprise restore --targets`
-//! (which needs no live cluster). Secrets may be given inline or named by an environment
-//! variable (`secret_access_key_env`), which is read when the file is.
+//! (which needs no live cluster). A bucket's secret key is never written here nor
+//! replicated: `secret_access_key_env` names the environment variable that holds it, in
+//! every process that uses the bucket (the nodes, and `reprise restore`).
 
 use std::path::Path;
 
@@ -38,6 +39,7 @@ struct TargetEntry {
     /// Default: `us-east-1`.
     region: Option<String>,
     access_key_id: Option<String>,
+    /// Refused with an explanation: secrets are never replicated.
     secret_access_key: Option<String>,
     secret_access_key_env: Option<String>,
 }
@@ -76,25 +78,19 @@ fn target(t: TargetEntry) -> anyhow::Result<TargetSpec> {
             let endpoint = need(t.endpoint, "endpoint")?;
             let bucket = need(t.bucket, "bucket")?;
             let access_key_id = need(t.access_key_id, "access_key_id")?;
-            let secret = match (t.secret_access_key, t.secret_access_key_env) {
-                (Some(s), None) => s,
-                (None, Some(var)) => std::env::var(&var).map_err(|_| {
-                    anyhow!("environment variable {var} (secret_access_key_env) is not set")
-                })?,
-                (Some(_), Some(_)) => {
-                    bail!("give either secret_access_key or secret_access_key_env, not both")
-                }
-                (None, None) => {
-                    bail!("an s3 target needs secret_access_key or secret_access_key_env")
-                }
-            };
+            if t.secret_access_key.is_some() {
+                bail!(
+                    "secret_access_key is not accepted: it would be replicated into the Raft log, snapshots and backups; put the secret in an environment variable of every node (and of the restoring command) and name it with secret_access_key_env"
+                );
+            }
+            let secret_access_key_env = need(t.secret_access_key_env, "secret_access_key_env")?;
             Ok(TargetSpec::S3(S3Spec {
                 endpoint,
                 bucket,
                 prefix: t.prefix,
                 region: t.region.unwrap_or_else(|| "us-east-1".into()),
                 access_key_id,
-                secret_access_key: secret,
+                secret_access_key_env,
             }))
         }
         other => bail!("unknown target kind {other:?} (expected \"node\" or \"s3\")"),
@@ -109,12 +105,11 @@ mod tests {
     fn the_documented_example_parses() {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/backup-targets.toml");
-        std::env::set_var("REPRISE_EXAMPLE_SITE3_SECRET", "from-env");
         let t = read(&path).expect("example parses");
         assert_eq!(t.sites.len(), 3);
         assert_eq!(t.for_site("site-2"), vec![TargetSpec::Node]);
         match &t.for_site("site-3")[0] {
-            TargetSpec::S3(s) => assert_eq!(s.secret_access_key, "from-env"),
+            TargetSpec::S3(s) => assert_eq!(s.secret_access_key_env, "REPRISE_SITE3_SECRET"),
             other => panic!("site-3: {other:?}"),
         }
     }
@@ -137,5 +132,8 @@ mod tests {
         assert!(e.contains("ftp"), "{e}");
         let e = format!("{:#}", parse("[[site]]\nnam = \"a\"\n").unwrap_err());
         assert!(e.contains("nam"), "{e}");
+        let inline = "[[site]]\nname = \"a\"\n[[site.target]]\nkind = \"s3\"\nendpoint = \"http://x\"\nbucket = \"bbb\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n";
+        let e = format!("{:#}", parse(inline).unwrap_err());
+        assert!(e.contains("secret_access_key_env"), "{e}");
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::manifest::Manifest;
 use crate::backup::target::BackupTargets;
-use crate::limits::BACKUP_CATALOG_MAX;
+use crate::limits::{BACKUP_CATALOG_BYTES_MAX, BACKUP_CATALOG_MAX};
 
 /// Cluster-wide configuration and records (not user data: outside the state checksum).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,10 +39,15 @@ impl ClusterConfig {
         serde_json::from_slice(bytes)
     }
 
-    /// Records a snapshot backup, forgetting the oldest ones past the bound.
+    /// Records a snapshot backup, forgetting the oldest ones past the bounds (count and
+    /// encoded size).
     pub fn record_backup(&mut self, manifest: Manifest) {
         self.backups.insert(manifest.backup_id.clone(), manifest);
-        while self.backups.len() > BACKUP_CATALOG_MAX {
+        while self.backups.len() > 1
+            && (self.backups.len() > BACKUP_CATALOG_MAX
+                || serde_json::to_vec(&self.backups).map_or(0, |v| v.len())
+                    > BACKUP_CATALOG_BYTES_MAX)
+        {
             let oldest = self
                 .backups
                 .values()
@@ -74,6 +79,7 @@ mod tests {
             ));
         }
         assert_eq!(c.backups.len(), BACKUP_CATALOG_MAX);
+        assert!(c.encode().len() <= BACKUP_CATALOG_BYTES_MAX + 1024);
         assert!(!c.backups.contains_key("bk-0000"));
         assert!(c
             .backups

@@ -28,6 +28,18 @@ pub fn reprise(endpoints: &str, args: &[&str]) -> std::process::Output {
         .arg("--endpoints")
         .arg(endpoints)
         .args(args)
+        .envs(s3::env())
+        .output()
+        .expect("run reprise")
+}
+
+/// Runs the `reprise` binary with `args` and no endpoints at all (as after losing every
+/// node), with the test buckets' secret in its environment.
+pub fn reprise_offline(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe())
+        .args(args)
+        .env_remove("REPRISE_ENDPOINTS")
+        .envs(s3::env())
         .output()
         .expect("run reprise")
 }

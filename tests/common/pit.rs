@@ -192,6 +192,21 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
         .as_str()
         .expect("backup id")
         .to_string();
+    if let Backups::S3 { .. } = backups {
+        // Every shard went to a bucket, none to a node.
+        let shards = created["manifest"]["shards"].as_array().expect("shards");
+        assert!(
+            shards.iter().all(|s| s["location"]["S3"].is_object()),
+            "every shard must be placed in a bucket: {created}"
+        );
+        for n in &tc.cluster.file.nodes {
+            assert!(
+                !n.data_dir.join("backups").join(&backup_id).exists(),
+                "node {} holds part of the backup",
+                n.id
+            );
+        }
+    }
     let between = write_phase(tc, "b", 4, 60).await;
     let t2 = middle_ms(&between);
     let mut writes = before;
@@ -257,36 +272,45 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
         let restored = restore_at(&live, &rfc3339(t), &into);
         check_restored(name, t, base, &restored, &writes).await;
     }
-    if let Backups::S3 { targets_file, .. } = backups {
-        // Every live replica lost: the buckets alone, named by the targets file, suffice.
-        let into = scratch.path().join("from-buckets-only");
-        stops.push(StopOnDrop(into.join("cluster")));
-        let out = std::process::Command::new(super::exe())
-            .args(["-o", "json", "restore", "--at", &rfc3339(t3), "--into"])
-            .arg(&into)
-            .arg("--targets")
-            .arg(targets_file)
-            .env_remove("REPRISE_ENDPOINTS")
-            .output()
-            .expect("run reprise");
-        assert!(
-            out.status.success(),
-            "restore from the buckets only: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let restored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        check_restored(
-            "buckets-only",
-            t3,
-            Some(backup_id.as_str()),
-            &restored,
-            &writes,
-        )
-        .await;
-    }
     restore_drill_passes(&live, &backup_id);
     restore_without_starting_then_seed(&live, scratch.path(), t3, &writes, &mut stops).await;
-    damaged_segment_refuses(&site1_backups, &live, scratch.path());
+    match backups {
+        Backups::Nodes => {
+            damaged_segment_refuses(&site1_backups, &["--endpoints", &live], scratch.path())
+        }
+        Backups::S3 { targets_file, .. } => {
+            // Every live replica lost: the buckets alone, named by the targets file, suffice.
+            for node in tc.cluster.file.nodes.clone() {
+                if node.id != burnt {
+                    tc.cluster.kill9(node.id).expect("kill the surviving nodes");
+                }
+            }
+            let file = targets_file.to_str().expect("utf8");
+            let into = scratch.path().join("from-buckets-only");
+            stops.push(StopOnDrop(into.join("cluster")));
+            let at = rfc3339(t3);
+            let into_arg = into.to_str().expect("utf8");
+            let out = super::reprise_offline(&[
+                "-o",
+                "json",
+                "restore",
+                "--at",
+                &at,
+                "--into",
+                into_arg,
+                "--targets",
+                file,
+            ]);
+            assert!(
+                out.status.success(),
+                "restore from the buckets only: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let restored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            check_restored("buckets-only", t3, Some(&backup_id), &restored, &writes).await;
+            damaged_segment_refuses(&site1_backups, &["--targets", file], scratch.path());
+        }
+    }
 }
 
 /// `restore --no-start` leaves only the verified snapshot; a local cluster started from
@@ -480,7 +504,7 @@ async fn check_restored(
 
 /// Site-1 damages its shard of the newest segment; with site-3 burnt, that segment has
 /// one usable shard of the two needed: the restore refuses, names it, writes nothing.
-fn damaged_segment_refuses(site1_backups: &Path, live: &str, scratch: &Path) {
+fn damaged_segment_refuses(site1_backups: &Path, source: &[&str], scratch: &Path) {
     // (Only segments with a manifest: uploads attempted after the fire left shards
     // without one.)
     let seg_dir = std::fs::read_dir(site1_backups)
@@ -499,15 +523,14 @@ fn damaged_segment_refuses(site1_backups: &Path, live: &str, scratch: &Path) {
         .expect("site-1's shard file");
     flip_middle_byte(&shard, 0x5A);
     let refused = scratch.join("refused");
-    let out = reprise(
-        live,
-        &[
-            "restore",
-            "--latest",
-            "--into",
-            refused.to_str().expect("utf8"),
-        ],
-    );
+    let mut args = vec![
+        "restore",
+        "--latest",
+        "--into",
+        refused.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(source);
+    let out = super::reprise_offline(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&seg_dir), "the error names the segment: {err}");

@@ -10,11 +10,25 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use s3s_fs::FileSystem;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 pub const ACCESS_KEY: &str = "reprise-test-access";
 pub const SECRET_KEY: &str = "reprise-test-secret-key";
+/// The environment variable the targets name for the secret (set for the nodes and for
+/// every `reprise` command the tests run).
+pub const SECRET_ENV: &str = "REPRISE_TEST_S3_SECRET";
+/// A variable holding a wrong secret, for the refusal test.
+pub const WRONG_SECRET_ENV: &str = "REPRISE_TEST_S3_WRONG_SECRET";
+
+/// The environment every process using the test buckets needs.
+pub fn env() -> Vec<(String, String)> {
+    vec![
+        (SECRET_ENV.into(), SECRET_KEY.into()),
+        (WRONG_SECRET_ENV.into(), "not-the-secret".into()),
+    ]
+}
 /// Key prefix every site's target uses.
 pub const PREFIX: &str = "pit";
 
@@ -24,6 +38,8 @@ pub struct S3Site {
     pub root: PathBuf,
     pub endpoint: String,
     server: JoinHandle<()>,
+    /// Open connections, cut when the site burns.
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
 impl S3Site {
@@ -38,6 +54,8 @@ impl S3Site {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind s3");
         let addr: SocketAddr = listener.local_addr().expect("s3 address");
+        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let tracked = connections.clone();
         let server = tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
             loop {
@@ -47,9 +65,13 @@ impl S3Site {
                 let conn = http
                     .serve_connection(TokioIo::new(socket), service.clone())
                     .into_owned();
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let _ = conn.await;
                 });
+                tracked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(task.abort_handle());
             }
         });
         S3Site {
@@ -57,6 +79,7 @@ impl S3Site {
             root: root.to_path_buf(),
             endpoint: format!("http://{addr}"),
             server,
+            connections,
         }
     }
 
@@ -68,13 +91,21 @@ impl S3Site {
     /// The site burns: the server stops accepting connections and its disk is wiped.
     pub fn burn(&self) {
         self.server.abort();
+        for c in self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            c.abort();
+        }
         std::fs::remove_dir_all(&self.root).expect("wipe the site's S3 disk");
     }
 
     /// The targets-file section of this site.
     pub fn targets_toml(&self) -> String {
         format!(
-            "[[site]]\nname = \"{site}\"\n[[site.target]]\nkind = \"s3\"\nendpoint = \"{ep}\"\nbucket = \"{site}\"\nprefix = \"{PREFIX}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
+            "[[site]]\nname = \"{site}\"\n[[site.target]]\nkind = \"s3\"\nendpoint = \"{ep}\"\nbucket = \"{site}\"\nprefix = \"{PREFIX}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key_env = \"{SECRET_ENV}\"\n",
             site = self.site,
             ep = self.endpoint
         )

@@ -18,7 +18,7 @@ use object_store::{
 use super::shard_store::HeldShard;
 use super::target::{
     parse_shard_name, shard_name, valid_backup_id, BackupStore, ChunkReceiver, ChunkStream,
-    HeldBackup, Location, S3Spec, StoreFuture, StoredShard, TargetError,
+    HeldBackup, Location, Piece, S3Spec, StoreFuture, StoredShard, TargetError,
 };
 
 const MANIFEST_OBJECT: &str = "manifest";
@@ -29,7 +29,9 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// Chunks of a shard being downloaded, buffered ahead of the reader.
 const READ_AHEAD_CHUNKS: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Whole-request limit (body included): generous, since a shard of a large state is
+/// gigabytes; a dead endpoint is caught by the connect timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A failing request is retried a few times, briefly: an unreachable site must not hold a
 /// backup or a restore for minutes (the other sites' shards suffice).
 const RETRIES_MAX: usize = 2;
@@ -43,14 +45,22 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// A client for `spec` (no request is made yet).
+    /// A client for `spec` (no request is made yet). The secret key is read from the
+    /// environment variable the spec names.
     pub fn new(spec: &S3Spec) -> Result<S3Store, TargetError> {
+        let secret = std::env::var(&spec.secret_access_key_env).map_err(|_| {
+            TargetError::Config(format!(
+                "{}: environment variable {} (its secret access key) is not set in this process",
+                spec.location(),
+                spec.secret_access_key_env
+            ))
+        })?;
         let store = AmazonS3Builder::new()
             .with_endpoint(&spec.endpoint)
             .with_bucket_name(&spec.bucket)
             .with_region(&spec.region)
             .with_access_key_id(&spec.access_key_id)
-            .with_secret_access_key(&spec.secret_access_key)
+            .with_secret_access_key(secret)
             .with_virtual_hosted_style_request(false)
             .with_client_options(
                 ClientOptions::new()
@@ -134,14 +144,27 @@ impl S3Store {
             .map_err(|e| self.failed("start upload", e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let (mut bytes, mut crc) = (0u64, 0u32);
-        while let Some(chunk) = chunks.recv().await {
-            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                let _ = writer.abort().await;
-                return Err(self.failed("upload part", e));
+        loop {
+            match chunks.recv().await {
+                Some(Piece::Data(chunk)) => {
+                    if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                        let _ = writer.abort().await;
+                        return Err(self.failed("upload part", e));
+                    }
+                    crc = crc32c::crc32c_append(crc, &chunk);
+                    bytes += chunk.len() as u64;
+                    writer.write(&chunk);
+                }
+                Some(Piece::End) => break,
+                None => {
+                    // Cut off: nothing of this shard may become visible.
+                    let _ = writer.abort().await;
+                    return Err(TargetError::Refused {
+                        target: self.describe(),
+                        reason: format!("upload of {path} was cut off before its end"),
+                    });
+                }
             }
-            crc = crc32c::crc32c_append(crc, &chunk);
-            bytes += chunk.len() as u64;
-            writer.write(&chunk);
         }
         writer
             .finish()

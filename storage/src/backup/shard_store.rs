@@ -210,6 +210,11 @@ impl ShardWriter {
         Ok(())
     }
 
+    /// Abandons the file: nothing of it becomes visible.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+
     /// fsyncs, renames into place, fsyncs the directory. Returns (bytes, crc32c).
     pub fn finish(self) -> Result<(u64, u32), ShardStoreError> {
         self.file.sync_all().map_err(io("fsync", &self.tmp))?;

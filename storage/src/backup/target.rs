@@ -5,8 +5,11 @@
 //! reprise-node) and S3-compatible object storage ([`super::s3::S3Store`]).
 //!
 //! [`BackupTargets`] is the per-site configuration kept in the replicated cluster config;
-//! [`Location`] is what a manifest records of the target that holds each shard (never a
-//! secret: credentials come from the configuration at the time of use).
+//! [`Location`] is what a manifest records of the target that holds each shard. Neither
+//! ever holds a secret: the replicated config names the environment variable that holds
+//! a bucket's secret key, read by whichever process uses the bucket (the leader's node,
+//! or the `reprise` command restoring), so secrets never enter the Raft log, snapshots,
+//! the log archive or backups.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,8 +24,18 @@ use super::shard_store::HeldShard;
 /// A boxed future returned by [`BackupStore`] methods (the trait is used as `dyn`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, TargetError>> + Send + 'a>>;
 
-/// Chunks of one shard file, in order, as the encoder produces them.
-pub type ChunkReceiver = mpsc::Receiver<Vec<u8>>;
+/// One piece of a shard file being stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// The next bytes.
+    Data(Vec<u8>),
+    /// The file is complete. A stream that ends without it was cut off (the encoder or
+    /// another upload failed): the target must discard what it received.
+    End,
+}
+
+/// Pieces of one shard file, in order, as the encoder produces them.
+pub type ChunkReceiver = mpsc::Receiver<Piece>;
 
 /// Chunks of one shard file as a target serves them; an error ends the stream.
 pub type ChunkStream = mpsc::Receiver<Result<Vec<u8>, TargetError>>;
@@ -62,7 +75,8 @@ pub trait BackupStore: Send + Sync {
     /// A short human description for errors and progress ("node 3 at 127.0.0.1:7003").
     fn describe(&self) -> String;
 
-    /// Stores one shard file from `chunks`; it becomes visible only once complete.
+    /// Stores one shard file from `chunks`; it becomes visible only once `Piece::End`
+    /// arrived, and never if the stream ends without it.
     fn put_shard<'a>(
         &'a self,
         backup_id: &'a str,
@@ -127,7 +141,7 @@ pub enum TargetSpec {
 }
 
 /// An S3-compatible bucket (AWS, MinIO, Garage, s3s-fs ...).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct S3Spec {
     /// Base URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
     pub endpoint: String,
@@ -136,20 +150,9 @@ pub struct S3Spec {
     pub prefix: String,
     pub region: String,
     pub access_key_id: String,
-    pub secret_access_key: String,
-}
-
-impl std::fmt::Debug for S3Spec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Spec")
-            .field("endpoint", &self.endpoint)
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .finish()
-    }
+    /// Name of the environment variable holding the secret access key, in every process
+    /// that uses the bucket (each node that may lead, and `reprise restore`).
+    pub secret_access_key_env: String,
 }
 
 impl S3Spec {
@@ -194,8 +197,25 @@ impl S3Spec {
         if self.region.is_empty() {
             return bad("region is empty");
         }
-        if self.access_key_id.is_empty() || self.secret_access_key.is_empty() {
-            return bad("needs access_key_id and secret_access_key");
+        if self.endpoint.ends_with('/') {
+            return bad(&format!(
+                "endpoint {:?} must not end with '/'",
+                self.endpoint
+            ));
+        }
+        if self.access_key_id.is_empty() {
+            return bad("needs access_key_id");
+        }
+        let env_ok = !self.secret_access_key_env.is_empty()
+            && self
+                .secret_access_key_env
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !env_ok {
+            return bad(&format!(
+                "secret_access_key_env {:?} is not an environment variable name",
+                self.secret_access_key_env
+            ));
         }
         Ok(())
     }
@@ -217,8 +237,23 @@ impl BackupTargets {
         }
     }
 
-    /// Checks every target, and that every configured site is one of `known_sites`.
+    /// Checks every target, that every configured site is one of `known_sites`, and that
+    /// no bucket and prefix serves two targets (two sites sharing one would make the
+    /// placement's "survives the loss of any N sites" untrue).
     pub fn validate(&self, known_sites: &[String]) -> Result<(), TargetError> {
+        let mut seen: BTreeMap<Location, &str> = BTreeMap::new();
+        for (site, targets) in &self.sites {
+            for t in targets {
+                if let TargetSpec::S3(s) = t {
+                    if let Some(other) = seen.insert(s.location(), site) {
+                        return Err(TargetError::Config(format!(
+                            "{} is a target of both site {other} and site {site}: give each target its own bucket or prefix",
+                            s.location()
+                        )));
+                    }
+                }
+            }
+        }
         for (site, targets) in &self.sites {
             if !known_sites.contains(site) {
                 return Err(TargetError::Config(format!(
@@ -244,17 +279,6 @@ impl BackupTargets {
             TargetSpec::S3(s) if &s.location() == location => Some(s),
             _ => None,
         })
-    }
-
-    /// The same configuration with secrets replaced, for display.
-    pub fn redacted(&self) -> BackupTargets {
-        let mut out = self.clone();
-        for t in out.sites.values_mut().flatten() {
-            if let TargetSpec::S3(s) = t {
-                s.secret_access_key = "<redacted>".into();
-            }
-        }
-        out
     }
 }
 
@@ -289,7 +313,7 @@ mod tests {
             prefix: "reprise".into(),
             region: "us-east-1".into(),
             access_key_id: "AK".into(),
-            secret_access_key: "SECRET".into(),
+            secret_access_key_env: "SITE_SECRET".into(),
         }
     }
 
@@ -320,14 +344,15 @@ mod tests {
     }
 
     #[test]
-    fn secrets_never_show() {
+    fn two_sites_cannot_share_a_bucket_and_prefix() {
         let mut t = BackupTargets::default();
         t.sites
             .insert("site-1".into(), vec![TargetSpec::S3(s3("bucket-1"))]);
-        assert!(!format!("{t:?}").contains("SECRET"));
-        assert!(!serde_json::to_string(&t.redacted())
-            .unwrap()
-            .contains("SECRET"));
+        t.sites
+            .insert("site-2".into(), vec![TargetSpec::S3(s3("bucket-1"))]);
+        let known = vec!["site-1".to_string(), "site-2".to_string()];
+        let e = t.validate(&known).unwrap_err().to_string();
+        assert!(e.contains("site-1") && e.contains("site-2"), "{e}");
     }
 
     #[test]
