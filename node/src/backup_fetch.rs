@@ -32,24 +32,51 @@ pub enum FetchError {
     Task(String),
 }
 
+/// A rebuild that could not complete, with why each unavailable shard was unavailable.
+#[derive(Debug, Error)]
+#[error("{source}{}", because(unavailable))]
+pub struct RebuildFailed {
+    pub source: ReconstructError,
+    /// One line per shard that could not be fetched: which, from where, and why.
+    pub unavailable: Vec<String>,
+}
+
+fn because(unavailable: &[String]) -> String {
+    if unavailable.is_empty() {
+        String::new()
+    } else {
+        format!("; could not fetch {}", unavailable.join("; "))
+    }
+}
+
 /// Every manifest (snapshot backups and log archive segments) any reachable store holds,
-/// one per backup id, and the stores that could not be asked (with why).
+/// one per backup id, and the problems met: stores that could not be asked and manifests
+/// that could not be read (with why).
 pub async fn all_manifests(stores: &[(String, Store)]) -> (Vec<Manifest>, Vec<String>) {
     let mut by_id: BTreeMap<String, Manifest> = BTreeMap::new();
-    let mut unreachable = Vec::new();
+    let mut problems = Vec::new();
     for h in holdings(stores).await {
         match h.held {
             Ok(held) => {
                 for b in held {
-                    if let Some(m) = b.manifest_json.and_then(|j| Manifest::from_json(&j).ok()) {
-                        by_id.entry(m.backup_id.clone()).or_insert(m);
+                    let Some(json) = b.manifest_json else {
+                        continue;
+                    };
+                    match Manifest::from_json(&json) {
+                        Ok(m) => {
+                            by_id.entry(m.backup_id.clone()).or_insert(m);
+                        }
+                        Err(e) => problems.push(format!(
+                            "site {}: the manifest of {} on {} is unreadable: {e}",
+                            h.site, b.backup_id, h.store
+                        )),
                     }
                 }
             }
-            Err(e) => unreachable.push(format!("site {}: {e}", h.site)),
+            Err(e) => problems.push(format!("site {}: {e}", h.site)),
         }
     }
-    (by_id.into_values().collect(), unreachable)
+    (by_id.into_values().collect(), problems)
 }
 
 /// Which shards a rebuild downloads.
@@ -88,39 +115,54 @@ impl std::io::Read for ArrivingShard {
     }
 }
 
-/// Opens the stream of shard `i` of `manifest`; None when its target or file is
-/// unavailable (a missing shard, for the decoder).
+/// Opens the stream of shard `i` of `manifest`; Err says why it is unavailable (a
+/// missing shard, for the decoder).
 async fn open_shard(
     manifest: &Manifest,
     i: usize,
     object_id: u64,
     targets: &BackupTargets,
-) -> Option<ChunkStream> {
-    let placement = manifest.shards.get(i)?;
-    let store = store_for(placement, targets).ok()?;
-    store
+) -> Result<ChunkStream, String> {
+    let placement = manifest
+        .shards
+        .get(i)
+        .ok_or_else(|| format!("shard {i}: not in the manifest"))?;
+    let name = format!("shard {} (site {})", placement.shard, placement.site);
+    let store = store_for(placement, targets).map_err(|e| format!("{name}: {e}"))?;
+    match store
         .get_shard(&manifest.backup_id, object_id, placement.shard)
         .await
-        .ok()
-        .flatten()
+    {
+        Ok(Some(rx)) => Ok(rx),
+        Ok(None) => Err(format!("{name}: {} does not hold it", store.describe())),
+        Err(e) => Err(format!("{name}: {e}")),
+    }
 }
 
-/// Downloads shard `i` into `dir`; None when unavailable.
+/// Downloads shard `i` into `dir`; Err says why it is unavailable.
 async fn fetch_shard(
     manifest: &Manifest,
     i: usize,
     object_id: u64,
     targets: &BackupTargets,
     dir: &Path,
-) -> Option<PathBuf> {
+) -> Result<PathBuf, String> {
     let mut rx = open_shard(manifest, i, object_id, targets).await?;
     let path = dir.join(format!("obj-{object_id}.shard-{i}"));
-    let mut file = tokio::fs::File::create(&path).await.ok()?;
+    let failed = |e: &dyn std::fmt::Display| format!("shard {i}: {e}");
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| failed(&format!("create {}: {e}", path.display())))?;
     while let Some(chunk) = rx.recv().await {
-        file.write_all(&chunk.ok()?).await.ok()?;
+        let chunk = chunk.map_err(|e| failed(&e))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| failed(&format!("write {}: {e}", path.display())))?;
     }
-    file.flush().await.ok()?;
-    Some(path)
+    file.flush()
+        .await
+        .map_err(|e| failed(&format!("write {}: {e}", path.display())))?;
+    Ok(path)
 }
 
 /// Rebuilds the object of `manifest` into `out` from its targets (credentials for buckets
@@ -132,7 +174,7 @@ pub async fn rebuild_object(
     out: &Path,
     scratch: &Path,
     fetch: Fetch,
-) -> Result<Result<Rebuilt, ReconstructError>, FetchError> {
+) -> Result<Result<Rebuilt, RebuildFailed>, FetchError> {
     let object = manifest
         .objects
         .first()
@@ -142,21 +184,22 @@ pub async fn rebuild_object(
     let data = usize::from(manifest.data_shards).min(total);
     let mut attempted = 0;
     let mut result = None;
+    let mut unavailable = Vec::new();
     if fetch == Fetch::DataFirst {
         // Stream the k data shards straight into the decoder: nothing is staged on disk.
         let mut sources: Vec<Option<ShardSource>> = Vec::new();
         for i in 0..data {
-            sources.push(
-                open_shard(manifest, i, object.object_id, targets)
-                    .await
-                    .map(|rx| {
-                        Box::new(ArrivingShard {
-                            rx,
-                            chunk: Vec::new(),
-                            pos: 0,
-                        }) as ShardSource
-                    }),
-            );
+            match open_shard(manifest, i, object.object_id, targets).await {
+                Ok(rx) => sources.push(Some(Box::new(ArrivingShard {
+                    rx,
+                    chunk: Vec::new(),
+                    pos: 0,
+                }))),
+                Err(why) => {
+                    unavailable.push(why);
+                    sources.push(None);
+                }
+            }
         }
         attempted = data;
         let (m, o, dst) = (manifest.clone(), object.clone(), out.to_path_buf());
@@ -165,6 +208,9 @@ pub async fn rebuild_object(
             .map_err(|e| FetchError::Task(e.to_string()))?;
         if !matches!(streamed, Err(ReconstructError::TooFewShards { .. })) {
             result = Some(streamed);
+        } else {
+            // Every shard is fetched again below: its reasons replace these.
+            unavailable.clear();
         }
     }
     let result = match result {
@@ -185,8 +231,18 @@ pub async fn rebuild_object(
                 })
                 .collect();
             let mut files: Vec<Option<PathBuf>> = Vec::new();
-            for t in tasks {
-                files.push(t.await.ok().flatten());
+            for (i, t) in tasks.into_iter().enumerate() {
+                match t.await {
+                    Ok(Ok(path)) => files.push(Some(path)),
+                    Ok(Err(why)) => {
+                        unavailable.push(why);
+                        files.push(None);
+                    }
+                    Err(e) => {
+                        unavailable.push(format!("shard {i}: fetch task failed: {e}"));
+                        files.push(None);
+                    }
+                }
             }
             attempted = total;
             let (m, o, dst) = (manifest.clone(), object.clone(), out.to_path_buf());
@@ -198,8 +254,13 @@ pub async fn rebuild_object(
         }
     };
     // Report health only for shards that were asked for: parity left alone is not missing.
-    Ok(result.map(|mut rebuilt| {
-        rebuilt.shards.retain(|h| usize::from(h.shard) < attempted);
-        rebuilt
-    }))
+    Ok(result
+        .map(|mut rebuilt| {
+            rebuilt.shards.retain(|h| usize::from(h.shard) < attempted);
+            rebuilt
+        })
+        .map_err(|source| RebuildFailed {
+            source,
+            unavailable,
+        }))
 }

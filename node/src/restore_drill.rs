@@ -1,15 +1,20 @@
 //! The restore drill primitive (used by `reprise backup drill`, chaos drills and
-//! runbooks): proves that the backups restore, without touching any cluster. It restores
-//! the newest point the backups hold and one earlier point, chosen from the seed, into a
-//! scratch directory, and checks state checksums:
-//! - every rebuilt object matches its manifest's checksum (snapshot backups end to end);
-//! - the earlier point is a snapshot backup B restored *without* B: from an older backup
-//!   (or the empty state) plus archived entries replayed up to B's index. Its checksum
-//!   must equal the one B recorded at backup time, which checks the archive against an
-//!   independent copy of the same state.
+//! runbooks): proves that the backups restore, without touching any cluster. Every point
+//! is restored into a scratch directory and checked against an independent copy of the
+//! same state:
+//! - the newest point the backups hold, restored from the newest snapshot backup plus the
+//!   archive, and again without that backup (an older one, or the empty state, plus a
+//!   longer replay): both must have the same state checksum;
+//! - an earlier point, a snapshot backup B chosen from the seed, restored *without* B
+//!   (older backups and the archive, replayed up to B's index): its checksum must equal
+//!   the one B recorded at backup time.
 //!
-//! It measures the restore time of each point and the age of the newest verified
-//! restorable point: the real RPO if every live replica were lost now.
+//! Every rebuilt object is also checked against its own manifest's checksum. The drill
+//! fails when a comparison differs and when no independent comparison is possible (no
+//! snapshot backup, or an archive gap): an unverified restore is not a passed one.
+//!
+//! It measures the restore time of each point and the age of the newest restorable
+//! point: the data a restore right now would lose at most (the real RPO).
 
 use std::path::Path;
 use std::time::Instant;
@@ -94,43 +99,90 @@ async fn drill(
         &scratch.join("latest"),
     )
     .await?;
-    let same_index = manifests
-        .iter()
-        .find(|m| !m.is_log_segment() && m.log_index == restored.log_index);
-    let latest = compared(Target::Latest, restored, ms, same_index, &mut failures);
+    let mut latest = compared(Target::Latest, restored, ms, None, &mut failures);
 
-    // The earlier point: a snapshot backup, restored without it.
+    // The newest point again, without its base backup: an older base (or the empty state)
+    // and a longer replay must reach the same state.
+    if let Some(base) = &latest_plan.base {
+        let others = without(manifests, &base.backup_id);
+        if let Ok(alt) = plan(&others, Target::Latest) {
+            if alt.reach() == latest.restored.log_index {
+                let (again, _) =
+                    run_point(&alt, targets, Target::Latest, &scratch.join("latest-alt")).await?;
+                let same = again.state_digest == latest.restored.state_digest;
+                if !same {
+                    failures.push(format!(
+                        "the newest point (index {}) has checksum {} from backup {}, but {} when rebuilt from {} and the archive",
+                        latest.restored.log_index,
+                        latest.restored.state_digest,
+                        base.backup_id,
+                        again.state_digest,
+                        alt.base.as_ref().map_or("the empty state", |b| b.backup_id.as_str()),
+                    ));
+                }
+                latest.compared_with = Some(format!(
+                    "{} and the archive",
+                    alt.base
+                        .as_ref()
+                        .map_or("the empty state", |b| b.backup_id.as_str())
+                ));
+                latest.checksum_matches = Some(same);
+            }
+        }
+    }
+
+    // The earlier point: a snapshot backup rebuilt without it, from older backups and the
+    // archive; its checksum must equal the one it recorded.
     let mut backups: Vec<&Manifest> = manifests.iter().filter(|m| !m.is_log_segment()).collect();
     backups.sort_by_key(|m| m.log_index);
-    let mut earlier = None;
-    if !backups.is_empty() {
-        let pick = backups[(seed % backups.len() as u64) as usize];
-        let others: Vec<Manifest> = manifests
-            .iter()
-            .filter(|m| m.backup_id != pick.backup_id)
-            .cloned()
-            .collect();
-        let target = Target::Index(pick.log_index);
-        let p = match plan(&others, target) {
-            Ok(p) if p.reach() >= pick.log_index => p,
-            // Nothing older reaches it: restore the backup itself (its own checksum is
-            // still verified while rebuilding).
-            _ => Plan {
-                base: Some(pick.clone()),
-                segments: Vec::new(),
-                archive_ends_before_target: false,
-            },
-        };
-        let independent = p.base.as_ref().map(|b| &b.backup_id) != Some(&pick.backup_id);
-        let (restored, ms) = run_point(&p, targets, target, &scratch.join("earlier")).await?;
-        earlier = Some(compared(
-            target,
-            restored,
-            ms,
-            independent.then_some(pick),
-            &mut failures,
-        ));
-    }
+    let earlier = match backups.len() {
+        0 => {
+            failures.push(
+                "no snapshot backup to check the archive against: take one (reprise backup create)"
+                    .into(),
+            );
+            None
+        }
+        n => {
+            // The oldest backup has nothing older: it qualifies only when the archive
+            // reaches back to the first entry.
+            let pick = if n == 1 {
+                backups[0]
+            } else {
+                backups[1 + (seed % (n as u64 - 1)) as usize]
+            };
+            let target = Target::Index(pick.log_index);
+            match plan(&without(manifests, &pick.backup_id), target) {
+                Ok(p) if p.reach() >= pick.log_index => {
+                    let (restored, ms) =
+                        run_point(&p, targets, target, &scratch.join("earlier")).await?;
+                    Some(compared(target, restored, ms, Some(pick), &mut failures))
+                }
+                Ok(p) => {
+                    failures.push(format!(
+                        "backup {} (index {}) cannot be rebuilt from older backups and the archive: they reach index {} only",
+                        pick.backup_id,
+                        pick.log_index,
+                        p.reach()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    failures.push(format!(
+                        "backup {} (index {}) cannot be rebuilt from older backups and the archive: {e}{}",
+                        pick.backup_id,
+                        pick.log_index,
+                        if n == 1 {
+                            " (keep at least two snapshot backups so one can be checked against the other)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    None
+                }
+            }
+        }
+    };
     let newest_restorable_hlc = latest.restored.hlc;
     Ok(RestoreDrillReport {
         newest_restorable_age_ms: now_unix_ms.saturating_sub(newest_restorable_hlc >> 16),
@@ -140,6 +192,14 @@ async fn drill(
         passed: failures.is_empty(),
         failures,
     })
+}
+
+fn without(manifests: &[Manifest], backup_id: &str) -> Vec<Manifest> {
+    manifests
+        .iter()
+        .filter(|m| m.backup_id != backup_id)
+        .cloned()
+        .collect()
 }
 
 fn compared(

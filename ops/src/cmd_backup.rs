@@ -574,7 +574,9 @@ async fn drill(src: &Sources, seed: Option<u64>, format: Format) -> CliResult {
             other => CliError::Runtime(other.into()),
         })?;
     match format {
-        Format::Json => print_json(&serde_json::json!({ "seed": seed, "report": report }))?,
+        Format::Json => print_json(
+            &serde_json::json!({ "seed": seed, "report": report, "problems": unreachable }),
+        )?,
         Format::Table => print_drill(&report),
     }
     if report.passed {
@@ -588,10 +590,17 @@ async fn drill(src: &Sources, seed: Option<u64>, format: Format) -> CliResult {
 }
 
 fn print_point(name: &str, p: &DrillPoint) {
+    let against = |b: &str| {
+        if name == "earlier point" {
+            format!("backup {b}'s recorded checksum")
+        } else {
+            format!("the state rebuilt from {b}")
+        }
+    };
     let compared = match (&p.compared_with, p.checksum_matches) {
-        (Some(b), Some(true)) => format!(", equals backup {b}'s recorded checksum"),
-        (Some(b), Some(false)) => format!(", DIFFERS from backup {b}'s recorded checksum"),
-        _ => String::new(),
+        (Some(b), Some(true)) => format!(", equals {}", against(b)),
+        (Some(b), Some(false)) => format!(", DIFFERS from {}", against(b)),
+        _ => ", not compared".to_string(),
     };
     println!(
         "  {name}: index {} ({}), from {} + {} segment(s), {} entries replayed, restored in {} ms{compared}",

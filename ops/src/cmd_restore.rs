@@ -85,6 +85,9 @@ struct RestoreOut {
     replay_ms: u128,
     total_ms: u128,
     rebuild_mb_per_s: f64,
+    /// Stores that could not be listed and manifests that could not be read: the restore
+    /// used what the others hold.
+    problems: Vec<String>,
     /// The restored cluster (None with `--no-start`).
     #[serde(flatten)]
     cluster: Option<RestoredCluster>,
@@ -174,7 +177,8 @@ pub async fn run(args: RestoreArgs, global: &Global) -> CliResult {
     if result.is_err() && created_into {
         let _ = std::fs::remove_dir_all(&args.into);
     }
-    let out = result?;
+    let mut out = result?;
+    out.problems = unreachable;
     match global.output {
         Format::Json => print_json(&out),
         Format::Table => {
@@ -271,6 +275,7 @@ async fn restore(
         rebuild_mb_per_s: restored.bytes_fetched as f64
             / 1e6
             / (restored.rebuild_ms.max(1) as f64 / 1000.0),
+        problems: Vec::new(),
         cluster,
         snapshot,
     })

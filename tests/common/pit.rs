@@ -450,6 +450,7 @@ fn restore_drill_passes(live: &str, backup_id: &str) {
     assert_eq!(report["passed"], true, "{drill}");
     assert_eq!(report["earlier"]["compared_with"], backup_id, "{drill}");
     assert_eq!(report["earlier"]["checksum_matches"], true, "{drill}");
+    assert_eq!(report["latest"]["checksum_matches"], true, "{drill}");
     assert!(
         report["earlier"]["restored"]["base_backup"].is_null(),
         "the earlier point must come from the archive alone: {drill}"
