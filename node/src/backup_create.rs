@@ -103,7 +103,7 @@ pub fn placement(state: &NodeState, req: &CreateBackupRequest) -> Result<Placeme
             *n += 1;
             let (node, addr) = match store.location() {
                 Location::Node => (*id, m.addr.clone()),
-                Location::S3 { .. } => (0, String::new()),
+                Location::S3 { .. } | Location::Dir { .. } => (0, String::new()),
             };
             Ok(ShardTarget {
                 site: site.clone(),

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::path::Path;
+
+use reprise_storage::backup::dir_store::DirStore;
 use reprise_storage::backup::manifest::ShardPlacement;
 use reprise_storage::backup::s3::S3Store;
 use reprise_storage::backup::target::{
@@ -27,6 +30,7 @@ fn open(spec: &TargetSpec, site_node: Option<(NodeId, &Member)>) -> Result<Store
             Ok(Arc::new(NodeStore::new(id, &m.addr)))
         }
         TargetSpec::S3(s) => Ok(Arc::new(S3Store::new(s)?)),
+        TargetSpec::Dir { path } => Ok(Arc::new(DirStore::new(Path::new(path)))),
     }
 }
 
@@ -67,7 +71,7 @@ pub fn all_stores(
         .collect();
     for (site, specs) in &targets.sites {
         for spec in specs {
-            if let TargetSpec::S3(_) = spec {
+            if !matches!(spec, TargetSpec::Node) {
                 out.push((site.clone(), open(spec, None)?));
             }
         }
@@ -83,6 +87,7 @@ pub fn store_for(
 ) -> Result<Store, TargetError> {
     match &placement.location {
         Location::Node => Ok(Arc::new(NodeStore::new(placement.node, &placement.addr))),
+        Location::Dir { path } => Ok(Arc::new(DirStore::new(Path::new(path)))),
         loc @ Location::S3 { .. } => match targets.s3_for(loc) {
             Some(spec) => Ok(Arc::new(S3Store::new(spec)?)),
             None => Err(TargetError::Config(format!(

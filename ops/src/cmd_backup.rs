@@ -193,6 +193,7 @@ async fn targets(cmd: TargetsCommand, global: &Global) -> CliResult {
                             match t {
                                 TargetSpec::Node => println!("{site}: a node of the site"),
                                 TargetSpec::S3(s) => println!("{site}: {}", s.location()),
+                                TargetSpec::Dir { path } => println!("{site}: directory {path}"),
                             }
                         }
                     }

@@ -29,8 +29,10 @@ struct SiteEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TargetEntry {
-    /// `node` (a node of the site; the default) or `s3`.
+    /// `node` (a node of the site; the default), `s3` or `dir`.
     kind: String,
+    /// dir: absolute path of a directory of the site (its NAS, a mounted gateway).
+    path: Option<String>,
     endpoint: Option<String>,
     bucket: Option<String>,
     /// Default: empty (the bucket's root).
@@ -71,6 +73,9 @@ pub fn parse(text: &str) -> anyhow::Result<BackupTargets> {
 fn target(t: TargetEntry) -> anyhow::Result<TargetSpec> {
     match t.kind.as_str() {
         "node" => Ok(TargetSpec::Node),
+        "dir" => Ok(TargetSpec::Dir {
+            path: t.path.ok_or_else(|| anyhow!("a dir target needs `path`"))?,
+        }),
         "s3" => {
             let need = |v: Option<String>, name: &str| {
                 v.ok_or_else(|| anyhow!("an s3 target needs `{name}`"))
@@ -93,7 +98,7 @@ fn target(t: TargetEntry) -> anyhow::Result<TargetSpec> {
                 secret_access_key_env,
             }))
         }
-        other => bail!("unknown target kind {other:?} (expected \"node\" or \"s3\")"),
+        other => bail!("unknown target kind {other:?} (expected \"node\", \"s3\" or \"dir\")"),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod convergence;
 pub mod hlc;
 pub mod linearizability;
 pub mod registers;
+pub mod restore;
 pub mod search;
 pub mod set;
 

@@ -58,6 +58,7 @@ mod tests {
         let log = SetLog {
             attempted: set(&["a", "b", "c"]),
             acked: set(&["a", "b"]),
+            ..Default::default()
         };
         assert!(check(&log, &set(&["a", "b"])).passed());
         assert!(

@@ -39,7 +39,7 @@ pub fn render(report: &DrillReport) -> String {
         h,
         "<table><tr><th>seed</th><td>{}</td></tr><tr><th>commit</th><td>{}</td></tr><tr><th>cluster</th><td>{} sites × {} nodes</td></tr>\
          <tr><th>duration</th><td>{:.1} s</td></tr><tr><th>operations</th><td>{} ok, {} failed, {} unknown</td></tr>\
-         <tr><th>RTO</th><td>{rto}</td></tr><tr><th>RPO</th><td>{} acknowledged writes lost</td></tr></table>",
+         <tr><th>RTO</th><td>{rto}</td></tr><tr><th>RPO</th><td>{} acknowledged writes lost{}</td></tr></table>",
         report.seed,
         esc(&report.commit),
         report.sites,
@@ -48,7 +48,11 @@ pub fn render(report: &DrillReport) -> String {
         report.ops.ok,
         report.ops.failed,
         report.ops.unknown,
-        report.rpo_writes_lost
+        report.rpo_writes_lost,
+        report
+            .rpo_ms
+            .map(|ms| format!(" ({ms} ms after the restore point)"))
+            .unwrap_or_default()
     );
     h.push_str("<h2>Availability and latency</h2>");
     h.push_str(&chart(&report.seconds, report));
@@ -203,6 +207,8 @@ mod tests {
             }],
             rto_ms: Some(500),
             rpo_writes_lost: 0,
+            rpo_ms: None,
+            restored_to_hlc: None,
             passed: false,
         };
         let page = render(&report);

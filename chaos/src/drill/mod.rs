@@ -3,6 +3,7 @@
 //! and RPO, and return the report.
 
 pub mod html;
+mod quorum_loss;
 pub mod report;
 pub mod scenario;
 mod steps;
@@ -115,8 +116,17 @@ pub async fn run(
     opts: &DrillOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<DrillReport, DrillError> {
+    let quorum_loss = opts.scenario == Scenario::QuorumLoss;
     let spec = LocalSpec {
         env: opts.node_env.clone(),
+        extra_config: if quorum_loss {
+            format!(
+                "[archive]\ninterval_ms = {}\n",
+                quorum_loss::ARCHIVE_INTERVAL_MS
+            )
+        } else {
+            String::new()
+        },
         ..LocalSpec::new(SITES, opts.nodes_per_site)
     };
     progress(&format!(
@@ -163,34 +173,70 @@ pub async fn run(
     ));
     run.event("workloads started: registers x4, set x2, bank x2");
 
-    let outcome = steps::fault_and_recover(&mut run, opts).await;
+    let outcome = if quorum_loss {
+        lose_quorum_and_restore(&mut run, opts).await
+    } else {
+        steps::fault_and_recover(&mut run, opts)
+            .await
+            .map(|rto| (rto, None))
+    };
     stop.stop();
     for t in tasks {
         let _ = t.await;
     }
-    let rto_ms = outcome?;
+    let (rto_ms, restored) = outcome?;
     run.event("workloads stopped; final reads and checks");
 
-    let client = run.cluster.client()?;
-    register::final_reads(&client, reg, &recorder).await;
+    // After a restore, the restored cluster is the store: the checks read it.
+    let (final_cluster, restored_hlc) = match &restored {
+        Some(r) => (&r.cluster, Some(r.hlc)),
+        None => (&run.cluster, None),
+    };
+    let client = final_cluster.client()?;
+    if restored.is_none() {
+        register::final_reads(&client, reg, &recorder).await;
+    }
     let present = set::read_all(&client).await?;
-    let sums = steps::converged_checksums(&run.cluster).await?;
+    let sums = steps::converged_checksums(final_cluster).await?;
     let set_log = set_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let bank_reads = bank_reads.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let ops = recorder.ops();
-    let checkers = vec![
-        checker::registers::check(&ops, register::PREFIX, LINEARIZABILITY_BUDGET),
-        checker::set::check(&set_log, &present),
+    let mut bank_reads = bank_reads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if restored.is_some() {
+        bank_reads.push(bank::read_all(&client, ACCOUNTS, &recorder).await?);
+    }
+    let mut ops = recorder.ops();
+    if restored.is_some() {
+        // Registers are judged on the history the old cluster served; the restored one
+        // legitimately lacks the writes after the restore point.
+        let fault_ns = run.faults.first().map_or(u64::MAX, |f| f.at_ms * 1_000_000);
+        ops.retain(|o| o.invoke_ns < fault_ns);
+    }
+    let mut checkers = vec![checker::registers::check(
+        &ops,
+        register::PREFIX,
+        LINEARIZABILITY_BUDGET,
+    )];
+    let (rpo_writes_lost, rpo_ms) = match restored_hlc {
+        Some(hlc) => {
+            let (result, loss) = checker::restore::check(&set_log, &present, hlc);
+            checkers.push(result);
+            (loss.writes_lost, Some(loss.rpo_ms))
+        }
+        None => {
+            checkers.push(checker::set::check(&set_log, &present));
+            (checker::set::lost_count(&set_log, &present), None)
+        }
+    };
+    checkers.extend([
         checker::bank::check(&bank_reads, ACCOUNTS),
         checker::convergence::check(&sums),
         checker::hlc::check(&recorder.stamps()),
-    ];
-    let rpo_writes_lost = checker::set::lost_count(&set_log, &present);
+    ]);
+    // Writes may be lost only when quorum was (the restore-equality checker judged which).
     let passed = checkers.iter().all(|c| c.passed())
         && run.faults.iter().all(|f| f.verified)
         && !run.faults.is_empty()
         && rto_ms.is_some()
-        && rpo_writes_lost == 0;
+        && (rpo_writes_lost == 0 || quorum_loss);
     Ok(DrillReport {
         scenario: opts.scenario.to_string(),
         seed: opts.seed,
@@ -205,6 +251,25 @@ pub async fn run(
         seconds: report::per_second(&ops),
         rto_ms,
         rpo_writes_lost,
+        rpo_ms,
+        restored_to_hlc: restored_hlc,
         passed,
     })
+}
+
+/// The quorum-loss scenario: backups to each site's vault, a phase of operations, a
+/// snapshot backup, another phase, then a majority of sites burns and the store is
+/// restored from the vaults into a new cluster.
+async fn lose_quorum_and_restore(
+    run: &mut Run<'_>,
+    opts: &DrillOptions,
+) -> Result<(Option<u64>, Option<quorum_loss::Restored>), DrillError> {
+    quorum_loss::use_site_vaults(run, &opts.dir).await?;
+    run.run_ops(opts.ops_per_phase).await?;
+    quorum_loss::backup(run).await?;
+    run.run_ops(opts.ops_per_phase).await?;
+    let leader = steps::leader(&run.cluster).await?;
+    let site = run.cluster.file.node(leader)?.site.clone();
+    let restored = quorum_loss::burn_majority_and_restore(run, opts, &site).await?;
+    Ok((restored.rto_ms, Some(restored)))
 }

@@ -106,6 +106,10 @@ pub struct DrillReport {
     pub rto_ms: Option<u64>,
     /// Acknowledged writes missing after recovery (0 unless quorum was lost).
     pub rpo_writes_lost: usize,
+    /// After a restore from backups: the newest acknowledged write's stamp minus the
+    /// restore point, in ms (the seconds of writes lost), and the instant restored to.
+    pub rpo_ms: Option<u64>,
+    pub restored_to_hlc: Option<u64>,
     /// Every fault verified, every checker passed, RTO measured, RPO 0.
     pub passed: bool,
 }
@@ -137,8 +141,12 @@ impl DrillReport {
             .rto_ms
             .map(|r| format!("{r} ms"))
             .unwrap_or_else(|| "not measured".into());
+        let rpo_ms = self
+            .rpo_ms
+            .map(|ms| format!(" ({ms} ms of writes after the restore point)"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  RTO {rto}, RPO {} acknowledged writes lost\n",
+            "  RTO {rto}, RPO {} acknowledged writes lost{rpo_ms}\n",
             self.rpo_writes_lost
         ));
         for c in &self.checkers {

@@ -24,17 +24,22 @@ pub enum Scenario {
     /// Cut the leader's site off from the others: the majority elects a new leader; the old
     /// one must not acknowledge writes or serve linearizable reads; then heal.
     LeaderIsolation,
+    /// Burn a majority of sites (kill -9, disks wiped): no quorum is left. The survivors
+    /// are fenced and the store is rebuilt from the backups (each site's vault) by
+    /// point-in-time restore into a new cluster. RPO: the writes after the restore point.
+    QuorumLoss,
 }
 
 impl Scenario {
     /// Every scenario, for help texts.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::SiteLoss,
         Scenario::SiteFire,
         Scenario::LeaderPause,
         Scenario::ClockSkew,
         Scenario::Partition,
         Scenario::LeaderIsolation,
+        Scenario::QuorumLoss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Scenario {
             Scenario::ClockSkew => "clock-skew",
             Scenario::Partition => "partition",
             Scenario::LeaderIsolation => "leader-isolation",
+            Scenario::QuorumLoss => "quorum-loss",
         }
     }
 }

@@ -114,6 +114,11 @@ async fn inject(
             }
         }
         Scenario::ClockSkew => fault_ns = skew_then_kill(run, victims, at_ms).await?,
+        Scenario::QuorumLoss => {
+            return Err(DrillError::Stuck(
+                "quorum loss is injected by its own steps (drill::quorum_loss)".into(),
+            ))
+        }
         Scenario::Partition | Scenario::LeaderIsolation => {
             let cut = cut_off(run, victims, true).await?;
             run.faults.push(FaultRecord {
@@ -188,6 +193,11 @@ async fn recover(
             ));
         }
         Scenario::SiteFire => replace_site(run, site, victims).await?,
+        Scenario::QuorumLoss => {
+            return Err(DrillError::Stuck(
+                "quorum loss recovers by its own steps (drill::quorum_loss)".into(),
+            ))
+        }
         Scenario::LeaderPause => {
             for v in victims {
                 run.cluster.signal(*v, Signal::SIGCONT)?;
@@ -311,7 +321,7 @@ async fn replace_site(run: &mut Run<'_>, site: &str, victims: &[u64]) -> Result<
     Ok(())
 }
 
-async fn leader(cluster: &LocalCluster) -> Result<u64, DrillError> {
+pub(crate) async fn leader(cluster: &LocalCluster) -> Result<u64, DrillError> {
     let client = cluster.client()?;
     let started = Instant::now();
     while started.elapsed() < RTO_DEADLINE {

@@ -141,7 +141,12 @@ async fn transfer(
     );
 }
 
-async fn read_all(client: &Client, accounts: u32, rec: &Recorder) -> Result<BankRead, ClientError> {
+/// Reads every account in one scan (atomic to readers).
+pub async fn read_all(
+    client: &Client,
+    accounts: u32,
+    rec: &Recorder,
+) -> Result<BankRead, ClientError> {
     let req = pb::ScanRequest {
         prefix: PREFIX.as_bytes().to_vec(),
         limit: accounts + 1,

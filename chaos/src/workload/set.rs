@@ -2,7 +2,7 @@
 //! scan must contain every acknowledged insert (no acknowledged write lost) and nothing
 //! that was never attempted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use reprise_api::Client;
@@ -19,6 +19,8 @@ pub const PREFIX: &str = "set/";
 pub struct SetLog {
     pub attempted: BTreeSet<String>,
     pub acked: BTreeSet<String>,
+    /// The HLC stamp each acknowledged insert was committed with.
+    pub acked_hlc: BTreeMap<String, u64>,
 }
 
 /// Runs `processes` inserters until `stop`.
@@ -41,7 +43,11 @@ pub fn spawn(
                     let start = recorder.now_ns();
                     let r = client.put(key.as_bytes(), b"1").await;
                     if let Ok(resp) = &r {
-                        lock(&log).acked.insert(key.clone());
+                        let mut log = lock(&log);
+                        log.acked.insert(key.clone());
+                        if let Some(h) = &resp.header {
+                            log.acked_hlc.insert(key.clone(), h.hlc);
+                        }
                         recorder.record_stamp(resp.header.as_ref());
                     }
                     let out = outcome_of(&r, |_| Output::Write);

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod codec;
+pub mod dir_store;
 pub mod manifest;
 pub mod reconstruct;
 pub mod restore;

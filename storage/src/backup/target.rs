@@ -116,6 +116,8 @@ pub enum Location {
         bucket: String,
         prefix: String,
     },
+    /// A directory of the site, mounted at the same path wherever it is used.
+    Dir { path: String },
 }
 
 impl std::fmt::Display for Location {
@@ -127,6 +129,7 @@ impl std::fmt::Display for Location {
                 bucket,
                 prefix,
             } => write!(f, "s3://{bucket}/{prefix} at {endpoint}"),
+            Location::Dir { path } => write!(f, "directory {path}"),
         }
     }
 }
@@ -138,6 +141,9 @@ pub enum TargetSpec {
     Node,
     /// S3-compatible object storage.
     S3(S3Spec),
+    /// A directory of the site (its NAS, a mounted gateway): an absolute path, the same
+    /// wherever it is used.
+    Dir { path: String },
 }
 
 /// An S3-compatible bucket (AWS, MinIO, Garage, s3s-fs ...).
@@ -244,13 +250,22 @@ impl BackupTargets {
         let mut seen: BTreeMap<Location, &str> = BTreeMap::new();
         for (site, targets) in &self.sites {
             for t in targets {
-                if let TargetSpec::S3(s) = t {
-                    if let Some(other) = seen.insert(s.location(), site) {
-                        return Err(TargetError::Config(format!(
-                            "{} is a target of both site {other} and site {site}: give each target its own bucket or prefix",
-                            s.location()
-                        )));
+                let location = match t {
+                    TargetSpec::S3(s) => s.location(),
+                    TargetSpec::Dir { path } => {
+                        if !std::path::Path::new(path).is_absolute() {
+                            return Err(TargetError::Config(format!(
+                                "site {site}: directory target {path:?} must be an absolute path"
+                            )));
+                        }
+                        Location::Dir { path: path.clone() }
                     }
+                    TargetSpec::Node => continue,
+                };
+                if let Some(other) = seen.insert(location.clone(), site) {
+                    return Err(TargetError::Config(format!(
+                        "{location} is a target of both site {other} and site {site}: give each target its own place"
+                    )));
                 }
             }
         }
