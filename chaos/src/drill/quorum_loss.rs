@@ -192,9 +192,10 @@ pub(crate) async fn burn_majority_and_restore(
     for id in run.cluster.running() {
         run.cluster.kill9(id)?;
     }
+    let damage = damage_backups(run, &opts.dir.join("vaults"))?;
 
     let started = Instant::now();
-    let restored = restore_from_vaults(run, opts).await?;
+    let restored = restore_from_vaults(run, opts, &damage).await?;
     run.event(format!(
         "restored index {} into a new cluster in {} ms",
         restored.1,
@@ -236,9 +237,79 @@ async fn cannot_commit(cluster: &LocalCluster) -> Result<bool, DrillError> {
     Ok(client.put(b"drill/quorum-probe", b"1").await.is_err())
 }
 
+/// Backup shards damaged before the restore: (fault index in the report, backup id,
+/// shard index) of each.
+type Damage = Vec<(usize, String, u8)>;
+
+/// The newest backup directory in `vault` whose name starts with `prefix`.
+fn newest(vault: &Path, prefix: &str) -> Option<String> {
+    std::fs::read_dir(vault)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .max()
+}
+
+/// Damages one data shard of the newest snapshot backup (a flipped byte, in site 1's
+/// vault) and of the newest archive segment (deleted, in site 2's vault): one shard of
+/// each object, which the parity covers. The restore must notice and report both.
+fn damage_backups(run: &mut Run<'_>, vaults: &Path) -> Result<Damage, DrillError> {
+    let mut sites: Vec<String> = run
+        .cluster
+        .file
+        .nodes
+        .iter()
+        .map(|n| n.site.clone())
+        .collect();
+    sites.sort();
+    sites.dedup();
+    let at_ms = run.recorder.now_ns() / 1_000_000;
+    let mut damage = Damage::new();
+    // Shards are placed round-robin over the sorted sites: shard i lives on site i.
+    if let Some(site) = sites.first() {
+        let vault = vaults.join(site);
+        if let Some(backup) = newest(&vault, "bk-") {
+            let file = vault.join(&backup).join("obj-0.shard-0");
+            let changed = std::fs::read(&file).is_ok_and(|mut bytes| {
+                let mid = bytes.len() / 2;
+                bytes.get_mut(mid).map(|b| *b ^= 0x5A).is_some()
+                    && std::fs::write(&file, &bytes).is_ok()
+            });
+            damage.push((run.faults.len(), backup.clone(), 0));
+            run.faults.push(FaultRecord {
+                kind: "corrupt backup shard".into(),
+                target: format!("{backup} shard 0 in {site}'s vault"),
+                at_ms,
+                verified: changed,
+            });
+        }
+    }
+    if let Some(site) = sites.get(1) {
+        let vault = vaults.join(site);
+        if let Some(segment) = newest(&vault, "log-") {
+            let file = vault.join(&segment).join("obj-0.shard-1");
+            let gone = std::fs::remove_file(&file).is_ok() && !file.exists();
+            damage.push((run.faults.len(), segment.clone(), 1));
+            run.faults.push(FaultRecord {
+                kind: "missing backup shard".into(),
+                target: format!("{segment} shard 1 in {site}'s vault"),
+                at_ms,
+                verified: gone,
+            });
+        }
+    }
+    run.event(format!(
+        "damaged {} backup shard(s) in the vaults (one per object: parity covers it)",
+        damage.len()
+    ));
+    Ok(damage)
+}
+
 async fn restore_from_vaults(
     run: &mut Run<'_>,
     opts: &DrillOptions,
+    damage: &Damage,
 ) -> Result<(LocalCluster, u64, u64), DrillError> {
     let mut targets = BackupTargets::default();
     let vaults = opts.dir.join("vaults");
@@ -276,6 +347,24 @@ async fn restore_from_vaults(
     let point = restore_point(&p, &targets, Target::Latest, &staging, &quiet)
         .await
         .map_err(|e| DrillError::Stuck(format!("restore from the vaults: {e}")))?;
+    // A damaged shard counts as verified only if the restore noticed it.
+    for (fault, backup, shard) in damage {
+        let noticed = point
+            .damaged_shards
+            .iter()
+            .any(|d| &d.backup_id == backup && d.shard == *shard);
+        if let Some(f) = run.faults.get_mut(*fault) {
+            f.verified &= noticed;
+        }
+        run.event(format!(
+            "restore {} the damaged shard {shard} of {backup}",
+            if noticed {
+                "reported"
+            } else {
+                "did NOT report"
+            }
+        ));
+    }
     let spec = LocalSpec {
         cluster_name: Some(format!("drill-restored-{}", point.log_index)),
         seed_snapshot: Some(point.snapshot.clone()),
