@@ -399,4 +399,15 @@ mod deploy_example {
         );
         assert_eq!(c.member.addr, "10.1.0.11:7400");
     }
+
+    #[test]
+    fn the_compose_cluster_configs_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose");
+        for id in 1..=3u64 {
+            let c = super::NodeConfig::load(&dir.join(format!("node-{id}.toml"))).unwrap();
+            assert_eq!(c.id, id);
+            assert_eq!(c.member.addr, format!("n{id}:7400"));
+            assert_eq!(c.initial_members.len(), 3);
+        }
+    }
 }

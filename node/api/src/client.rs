@@ -384,8 +384,11 @@ fn consistency(stale: bool) -> i32 {
 /// A transport failure before any byte of the request left: safe to retry anything.
 /// tonic reports connection failures as `Unavailable` whose message names the connect
 /// step; that text is the only signal it exposes.
+/// The connection was never made (refused, unreachable, or the name did not resolve, as
+/// for a stopped container in Docker's DNS): the request never left.
 fn never_sent(status: &Status) -> bool {
-    status.code() == Code::Unavailable && status.message().contains("connect")
+    status.code() == Code::Unavailable
+        && (status.message().contains("connect") || status.message().contains("dns error"))
 }
 
 fn retriable(status: &Status) -> bool {
@@ -393,4 +396,17 @@ fn retriable(status: &Status) -> bool {
         status.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
     )
+}
+
+#[cfg(test)]
+mod never_sent_tests {
+    use super::*;
+
+    #[test]
+    fn a_name_that_does_not_resolve_was_never_sent() {
+        assert!(never_sent(&Status::unavailable("dns error")));
+        assert!(never_sent(&Status::unavailable("tcp connect error")));
+        assert!(!never_sent(&Status::unavailable("transport error")));
+        assert!(!never_sent(&Status::deadline_exceeded("dns error")));
+    }
 }
