@@ -18,6 +18,7 @@ pub mod network;
 pub mod node_store;
 pub mod partition;
 pub mod planted;
+pub mod proposer;
 pub mod raft_service;
 pub mod read_index;
 pub mod restore;

@@ -92,6 +92,7 @@ pub async fn run(
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     let clock = Arc::new(SystemClock::default());
+    let (proposals, proposal_rx) = crate::proposer::channel();
     let state = Arc::new(NodeState {
         id: config.id,
         data_dir: config.data_dir.clone(),
@@ -111,7 +112,9 @@ pub async fn run(
         partition,
         reads: Default::default(),
         backup_lock: Default::default(),
+        proposals,
     });
+    let proposer = crate::proposer::spawn(state.clone(), proposal_rx);
     let metrics = match config.metrics_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -139,6 +142,7 @@ pub async fn run(
         })?;
     info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
     let served = serve(state, listener, shutdown).await;
+    proposer.abort();
     for task in [archiver, schedule, metrics].into_iter().flatten() {
         task.abort();
     }

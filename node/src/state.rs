@@ -5,9 +5,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, ForwardToLeader};
+use openraft::error::ForwardToLeader;
 use reprise_api::redirect::not_leader;
-use reprise_storage::command::{Command, CommandResponse, Operation};
+use reprise_storage::command::{CommandResponse, Operation};
 use reprise_storage::types::{LogId, StoredMembership};
 use reprise_storage::{KvView, Member, NodeId};
 use tonic::Status;
@@ -30,6 +30,8 @@ pub struct NodeState {
     pub log_hlc: Arc<std::sync::atomic::AtomicU64>,
     /// Held while a write is stamped and handed to openraft, so stamps follow log order.
     pub propose: tokio::sync::Mutex<()>,
+    /// Writes go through the proposer (`proposer`), which batches concurrent ones.
+    pub proposals: crate::proposer::ProposalSender,
     /// Set by the leader while it hands leadership over: writes are refused meanwhile.
     pub transferring: AtomicBool,
     /// A deliberately broken behaviour for checker tests (see `planted`); None in production.
@@ -58,39 +60,20 @@ pub struct Written {
 
 impl NodeState {
     /// Stamps `op` with the HLC and commits it through Raft (durable on a quorum, applied
-    /// here) before returning.
+    /// here) before returning. Concurrent writes may share one log entry (a batch).
     pub async fn write(self: &Arc<Self>, op: Operation) -> Result<Written, Status> {
         if self.transferring.load(Ordering::Acquire) {
             return Err(not_leader(None));
         }
-        // Stamp and submit under one lock: openraft appends client writes in the order it
-        // receives them, so stamps then increase with the log index.
-        let pending = {
-            let _order = self.propose.lock().await;
-            let applied = self.view.last_hlc().map_err(internal)?;
-            let floor = applied.max(self.log_hlc.load(Ordering::Acquire));
-            let cmd = Command {
-                hlc: self.hlc.stamp(floor),
-                op,
-            };
-            self.raft
-                .client_write_ff(cmd)
-                .await
-                .map_err(|f| Status::unavailable(format!("raft stopped: {f}")))?
-        };
-        match pending.await {
-            Ok(Ok(resp)) => Ok(Written {
-                log_id: resp.log_id,
-                response: resp.data,
-            }),
-            Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(redirect(&f)),
-            Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Err(_) => Err(Status::unavailable(
-                "raft stopped before answering the write",
-            )),
-        }
+        // The proposer stamps and submits (batching concurrent writes into one entry).
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        self.proposals
+            .send(crate::proposer::Proposal { op, reply })
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))?;
+        answered
+            .await
+            .map_err(|_| Status::unavailable("the node stopped before answering the write"))?
     }
 }
 

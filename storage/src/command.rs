@@ -38,6 +38,10 @@ pub enum Operation {
     RecordBackup(Box<Manifest>),
     /// Forgets backups from the catalog (retention removed them).
     ForgetBackups(Vec<String>),
+    /// Several commands proposed together as one log entry (many clients share one append
+    /// and one fsync). Applied in order, atomically; each keeps its own stamp, and stamps
+    /// increase through the batch (the entry's own stamp is the last one).
+    Batch(Vec<Command>),
 }
 
 /// A transaction: if every compare holds, run `success`, otherwise run `failure`.
@@ -100,6 +104,8 @@ pub enum Outcome {
     Delete { existed: bool },
     /// A transaction; whether the compares held (the success branch ran).
     Txn { succeeded: bool },
+    /// A batch: one response per command, in order.
+    Batch(Vec<CommandResponse>),
 }
 
 impl CommandResponse {
@@ -117,7 +123,16 @@ impl CommandResponse {
 pub fn entry_payload_bytes(entry: &Entry) -> usize {
     const OVERHEAD: usize = 64;
     let ops = match &entry.payload {
-        openraft::EntryPayload::Normal(cmd) => match &cmd.op {
+        openraft::EntryPayload::Normal(cmd) => operation_bytes(&cmd.op),
+        openraft::EntryPayload::Blank | openraft::EntryPayload::Membership(_) => 0,
+    };
+    ops + OVERHEAD
+}
+
+/// Approximate bytes an operation carries (keys and values).
+pub fn operation_bytes(op: &Operation) -> usize {
+    {
+        match op {
             Operation::Put { key, value } => key.len() + value.len(),
             Operation::Delete { key } => key.len(),
             Operation::Txn(txn) => {
@@ -148,8 +163,26 @@ pub fn entry_payload_bytes(entry: &Entry) -> usize {
             | Operation::SetBackupTargets(_)
             | Operation::RecordBackup(_)
             | Operation::ForgetBackups(_) => 0,
-        },
-        openraft::EntryPayload::Blank | openraft::EntryPayload::Membership(_) => 0,
-    };
-    ops + OVERHEAD
+            Operation::Batch(cmds) => cmds.iter().map(|c| operation_bytes(&c.op) + 16).sum(),
+        }
+    }
+}
+
+impl Command {
+    /// The commands of a batch up to and including the last one stamped at or before
+    /// `hlc` (stamps increase through a batch); None when that is every command, or the
+    /// command is not a batch.
+    pub fn batch_prefix(&self, hlc: u64) -> Option<Command> {
+        match &self.op {
+            Operation::Batch(cmds) => {
+                let kept: Vec<Command> =
+                    cmds.iter().take_while(|c| c.hlc <= hlc).cloned().collect();
+                (kept.len() < cmds.len()).then(|| Command {
+                    hlc: kept.last().map_or(0, |c| c.hlc),
+                    op: Operation::Batch(kept),
+                })
+            }
+            _ => None,
+        }
+    }
 }

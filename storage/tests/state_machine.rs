@@ -220,3 +220,39 @@ async fn cluster_config_is_replicated_by_commands_and_carried_in_snapshots() {
     b.install_snapshot(&snap.meta, sink).await.unwrap();
     assert_eq!(b.view().cluster_config().unwrap(), config);
 }
+
+/// A batch entry applies its commands in order, atomically, each with its own outcome,
+/// and the highest stamp among them becomes the applied stamp.
+#[tokio::test]
+async fn a_batch_entry_applies_every_command_in_order() {
+    let dir = TempDir::new().unwrap();
+    let mut sm = StateMachineStore::open(dir.path()).unwrap();
+    let cmd = |hlc: u64, op: Operation| Command { hlc, op };
+    let batch = Operation::Batch(vec![
+        cmd(2001, put("a", "1")),
+        cmd(2002, put("a", "2")),
+        cmd(2003, cas_version("a", 1, "stale")),
+        cmd(2004, Operation::Delete { key: b"b".to_vec() }),
+    ]);
+    let out = sm
+        .apply(vec![entry(1, put("b", "x")), entry(2, batch)])
+        .await
+        .unwrap();
+    let outcomes: Vec<Outcome> = match &out[1].outcome {
+        Outcome::Batch(each) => each.iter().map(|r| r.outcome.clone()).collect(),
+        other => panic!("not a batch outcome: {other:?}"),
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Put { version: 1 },
+            Outcome::Put { version: 2 },
+            Outcome::Txn { succeeded: false },
+            Outcome::Delete { existed: true },
+        ]
+    );
+    let view = sm.view();
+    assert_eq!(view.get(b"a").unwrap().map(|v| v.value), Some(b"2".to_vec()));
+    assert_eq!(view.get(b"b").unwrap(), None);
+    assert_eq!(view.last_hlc().unwrap(), 2004);
+}

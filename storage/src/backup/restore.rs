@@ -246,6 +246,22 @@ pub async fn replay(
                 Target::Hlc(t) => entry_hlc(&entry).is_some_and(|h| h > t),
             };
             if past {
+                // A batch straddling the instant: its commands stamped up to it happened
+                // at or before the instant, the rest after.
+                if let (Target::Hlc(t), openraft::EntryPayload::Normal(cmd)) =
+                    (target, &entry.payload)
+                {
+                    if let Some(prefix) = cmd.batch_prefix(t).filter(|p| p.hlc > 0) {
+                        last_hlc = last_hlc.max(prefix.hlc);
+                        let partial = Entry {
+                            log_id: entry.log_id,
+                            payload: openraft::EntryPayload::Normal(prefix),
+                        };
+                        applied = Some(entry.log_id);
+                        batch.push(partial);
+                        replayed += 1;
+                    }
+                }
                 break 'segments;
             }
             if let Some(h) = entry_hlc(&entry) {
@@ -367,5 +383,36 @@ mod tests {
         let e = plan(&snap_only, Target::Index(41)).unwrap_err().to_string();
         assert!(e.contains("cover up to index 40"), "{e}");
         assert_eq!(plan(&snap_only, Target::Hlc(500)).unwrap().reach(), 40);
+    }
+
+    /// Concurrent writes share one log entry (a batch); an instant inside the batch
+    /// restores exactly the commands stamped at or before it.
+    #[tokio::test]
+    async fn an_instant_inside_a_batch_restores_only_the_commands_stamped_before_it() {
+        use crate::command::{Command, Operation};
+        use openraft::{CommittedLeaderId, EntryPayload, LogId};
+        let put = |k: &str, hlc: u64| Command {
+            hlc,
+            op: Operation::Put {
+                key: k.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+            },
+        };
+        let entry = |index: u64, cmd: Command| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let batch = Command {
+            hlc: 40,
+            op: Operation::Batch(vec![put("b", 20), put("c", 30), put("d", 40)]),
+        };
+        let segment = Segment::new(vec![entry(1, put("a", 10)), entry(2, batch)]).unwrap();
+        for (t, keys, hlc) in [(35, 3, 30), (40, 4, 40), (15, 1, 10)] {
+            let dir = tempfile::TempDir::new().unwrap();
+            let r = replay(None, [Ok(segment.clone())], Target::Hlc(t), dir.path())
+                .await
+                .unwrap();
+            assert_eq!((r.keys, r.last_hlc), (keys, hlc), "at {t}");
+        }
     }
 }

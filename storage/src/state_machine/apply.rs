@@ -77,6 +77,13 @@ impl<'a> ApplyBatch<'a> {
                 self.cluster()?.record_backup(manifest.as_ref().clone());
                 Outcome::Nothing
             }
+            Operation::Batch(cmds) => {
+                let mut outcomes = Vec::with_capacity(cmds.len());
+                for c in cmds {
+                    outcomes.push(self.apply_command(index, c)?);
+                }
+                Outcome::Batch(outcomes)
+            }
             Operation::ForgetBackups(ids) => {
                 let cluster = self.cluster()?;
                 for id in ids {

@@ -1,0 +1,158 @@
+//! The proposer: turns concurrent writes into few log entries. openraft 0.9 appends and
+//! flushes every client write as its own entry, so without batching each write costs a
+//! leader fsync and a follower fsync of its own. The proposer keeps at most
+//! `PROPOSALS_IN_FLIGHT_MAX` entries in flight; the writes that arrive meanwhile are
+//! stamped (in order, under the propose lock) and proposed together as one
+//! `Operation::Batch` entry, so many clients share one append and one fsync. A lone
+//! write is proposed alone, at once: batching never delays an idle cluster.
+
+use std::sync::Arc;
+
+use openraft::error::ClientWriteError;
+use openraft::raft::ClientWriteResponse;
+use reprise_storage::command::{operation_bytes, Command, CommandResponse, Operation, Outcome};
+use reprise_storage::{Member, NodeId, TypeConfig};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+use crate::state::{internal, redirect, NodeState, Written};
+
+/// Entries proposed and not yet committed at once.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+/// Most commands in one batch entry.
+pub const BATCH_COMMANDS_MAX: usize = 512;
+/// Most key and value bytes in one batch entry (AppendEntries are cut at 1 MiB).
+pub const BATCH_BYTES_MAX: usize = 512 * 1024;
+/// Writes waiting for the proposer before `write` waits too.
+pub const PROPOSAL_QUEUE_MAX: usize = 4096;
+
+/// One write waiting to be proposed.
+pub struct Proposal {
+    pub op: Operation,
+    pub reply: oneshot::Sender<Result<Written, Status>>,
+}
+
+/// The sending side, kept in `NodeState`.
+pub type ProposalSender = mpsc::Sender<Proposal>;
+
+/// A bounded proposal queue.
+pub fn channel() -> (ProposalSender, mpsc::Receiver<Proposal>) {
+    mpsc::channel(PROPOSAL_QUEUE_MAX)
+}
+
+/// Starts the proposer over `rx`.
+pub fn spawn(state: Arc<NodeState>, mut rx: mpsc::Receiver<Proposal>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+        loop {
+            // Wait for room first: what arrives meanwhile joins the next batch.
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut bytes = operation_bytes(&first.op);
+            let mut batch = vec![first];
+            while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += operation_bytes(&p.op);
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (ops, replies): (Vec<Operation>, Vec<_>) =
+                batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+            // Stamp and submit under one lock: stamps then follow log order.
+            let submitted = {
+                let _order = state.propose.lock().await;
+                match stamp(&state, ops) {
+                    Ok(cmd) => state
+                        .raft
+                        .client_write_ff(cmd)
+                        .await
+                        .map_err(|f| Status::unavailable(format!("raft stopped: {f}"))),
+                    Err(status) => Err(status),
+                }
+            };
+            match submitted {
+                Ok(pending) => {
+                    tokio::spawn(async move {
+                        answer(pending.await, replies);
+                        drop(permit);
+                    });
+                }
+                Err(status) => fail(replies, status),
+            }
+        }
+    })
+}
+
+/// Stamps `ops` in order, above every stamp in the log and the state machine, as one
+/// command (a batch when there are several).
+fn stamp(state: &NodeState, ops: Vec<Operation>) -> Result<Command, Status> {
+    let applied = state.view.last_hlc().map_err(internal)?;
+    let mut stamp = applied.max(state.log_hlc.load(std::sync::atomic::Ordering::Acquire));
+    let mut cmds: Vec<Command> = ops
+        .into_iter()
+        .map(|op| {
+            stamp = state.hlc.stamp(stamp);
+            Command { hlc: stamp, op }
+        })
+        .collect();
+    Ok(if cmds.len() == 1 {
+        cmds.remove(0)
+    } else {
+        Command {
+            hlc: stamp,
+            op: Operation::Batch(cmds),
+        }
+    })
+}
+
+/// Hands every waiting write its own result.
+fn answer<E>(
+    outcome: Result<Result<ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, Member>>, E>,
+    replies: Vec<oneshot::Sender<Result<Written, Status>>>,
+) {
+    let resp = match outcome {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(ClientWriteError::ForwardToLeader(f))) => return fail(replies, redirect(&f)),
+        Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+            return fail(replies, Status::failed_precondition(e.to_string()))
+        }
+        Err(_) => {
+            return fail(
+                replies,
+                Status::unavailable("raft stopped before answering the write"),
+            )
+        }
+    };
+    let responses: Vec<CommandResponse> = match resp.data.outcome {
+        Outcome::Batch(each) if replies.len() > 1 => each,
+        _ => vec![resp.data],
+    };
+    if responses.len() != replies.len() {
+        let msg = format!(
+            "a batch of {} writes produced {} responses",
+            replies.len(),
+            responses.len()
+        );
+        return fail(replies, internal(msg));
+    }
+    for (reply, response) in replies.into_iter().zip(responses) {
+        let _ = reply.send(Ok(Written {
+            log_id: resp.log_id,
+            response,
+        }));
+    }
+}
+
+fn fail(replies: Vec<oneshot::Sender<Result<Written, Status>>>, status: Status) {
+    for r in replies {
+        let _ = r.send(Err(status.clone()));
+    }
+}
