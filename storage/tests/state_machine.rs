@@ -252,7 +252,10 @@ async fn a_batch_entry_applies_every_command_in_order() {
         ]
     );
     let view = sm.view();
-    assert_eq!(view.get(b"a").unwrap().map(|v| v.value), Some(b"2".to_vec()));
+    assert_eq!(
+        view.get(b"a").unwrap().map(|v| v.value),
+        Some(b"2".to_vec())
+    );
     assert_eq!(view.get(b"b").unwrap(), None);
     assert_eq!(view.last_hlc().unwrap(), 2004);
 }
