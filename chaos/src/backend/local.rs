@@ -123,6 +123,14 @@ impl ClusterFile {
     }
 
     /// The node with id `id`.
+    /// The distinct sites of the cluster's nodes, sorted.
+    pub fn sites(&self) -> Vec<String> {
+        let mut sites: Vec<String> = self.nodes.iter().map(|n| n.site.clone()).collect();
+        sites.sort();
+        sites.dedup();
+        sites
+    }
+
     pub fn node(&self, id: u64) -> Result<&LocalNode> {
         self.nodes
             .iter()

@@ -55,15 +55,7 @@ fn long_client(cluster: &LocalCluster) -> Result<Client, DrillError> {
 /// Points every site's backups at its vault directory under the drill's directory.
 pub(crate) async fn use_site_vaults(run: &mut Run<'_>, dir: &Path) -> Result<(), DrillError> {
     let mut targets = BackupTargets::default();
-    let mut sites: Vec<String> = run
-        .cluster
-        .file
-        .nodes
-        .iter()
-        .map(|n| n.site.clone())
-        .collect();
-    sites.sort();
-    sites.dedup();
+    let sites = run.cluster.file.sites();
     for site in &sites {
         let vault = dir.join("vaults").join(site);
         std::fs::create_dir_all(&vault)
@@ -121,15 +113,7 @@ pub(crate) async fn burn_majority_and_restore(
     opts: &DrillOptions,
     leader_site: &str,
 ) -> Result<Restored, DrillError> {
-    let mut sites: Vec<String> = run
-        .cluster
-        .file
-        .nodes
-        .iter()
-        .map(|n| n.site.clone())
-        .collect();
-    sites.sort();
-    sites.dedup();
+    let sites = run.cluster.file.sites();
     let lost = sites.len() / 2 + 1;
     let mut doomed = vec![leader_site.to_string()];
     doomed.extend(
@@ -153,19 +137,8 @@ pub(crate) async fn burn_majority_and_restore(
     ));
     let fault_ns = run.recorder.now_ns();
     let at_ms = fault_ns / 1_000_000;
-    for v in &victims {
-        run.cluster.kill9(*v)?;
-    }
-    let dead = victims.iter().all(|v| !run.cluster.running().contains(v));
-    for v in &victims {
-        run.cluster.wipe(*v)?;
-    }
-    let wiped = victims.iter().all(|v| {
-        run.cluster
-            .file
-            .node(*v)
-            .is_ok_and(|n| !n.data_dir.exists())
-    });
+    let dead = super::steps::kill_and_check(run, &victims)?;
+    let wiped = super::steps::wipe_and_check(run, &victims)?;
     run.faults.push(FaultRecord {
         kind: "kill -9 majority of sites".into(),
         target: format!("{doomed:?} (nodes {victims:?})"),
@@ -255,15 +228,7 @@ fn newest(vault: &Path, prefix: &str) -> Option<String> {
 /// vault) and of the newest archive segment (deleted, in site 2's vault): one shard of
 /// each object, which the parity covers. The restore must notice and report both.
 fn damage_backups(run: &mut Run<'_>, vaults: &Path) -> Result<Damage, DrillError> {
-    let mut sites: Vec<String> = run
-        .cluster
-        .file
-        .nodes
-        .iter()
-        .map(|n| n.site.clone())
-        .collect();
-    sites.sort();
-    sites.dedup();
+    let sites = run.cluster.file.sites();
     let at_ms = run.recorder.now_ns() / 1_000_000;
     let mut damage = Damage::new();
     // Shards are placed round-robin over the sorted sites: shard i lives on site i.

@@ -96,15 +96,7 @@ async fn inject(
                 verified: dead,
             });
             if scenario == Scenario::SiteFire {
-                for v in victims {
-                    run.cluster.wipe(*v)?;
-                }
-                let wiped = victims.iter().all(|v| {
-                    run.cluster
-                        .file
-                        .node(*v)
-                        .is_ok_and(|n| !n.data_dir.exists())
-                });
+                let wiped = wipe_and_check(run, victims)?;
                 run.faults.push(FaultRecord {
                     kind: "wipe disks".into(),
                     target: format!("{site} (nodes {victims:?})"),
@@ -415,7 +407,8 @@ async fn skew_then_kill(run: &mut Run<'_>, victims: &[u64], at_ms: u64) -> Resul
 }
 
 /// SIGKILLs `victims` and reports whether every one of their processes is gone.
-fn kill_and_check(run: &mut Run<'_>, victims: &[u64]) -> Result<bool, DrillError> {
+/// kill -9 every victim; whether each process is really gone.
+pub(crate) fn kill_and_check(run: &mut Run<'_>, victims: &[u64]) -> Result<bool, DrillError> {
     for v in victims {
         run.cluster.kill9(*v)?;
     }
@@ -424,5 +417,18 @@ fn kill_and_check(run: &mut Run<'_>, victims: &[u64]) -> Result<bool, DrillError
             .file
             .node(*v)
             .is_ok_and(|n| !local::is_our_process(n))
+    }))
+}
+
+/// Wipes every victim's data directory; whether each is really gone.
+pub(crate) fn wipe_and_check(run: &mut Run<'_>, victims: &[u64]) -> Result<bool, DrillError> {
+    for v in victims {
+        run.cluster.wipe(*v)?;
+    }
+    Ok(victims.iter().all(|v| {
+        run.cluster
+            .file
+            .node(*v)
+            .is_ok_and(|n| !n.data_dir.exists())
     }))
 }
