@@ -6,13 +6,17 @@
 //! `Operation::Batch` entry, so many clients share one append and one fsync. A lone
 //! write is proposed alone, at once: batching never delays an idle cluster.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::ClientWriteError;
 use openraft::raft::ClientWriteResponse;
+use openraft::{RaftMetrics, ServerState};
+use reprise_api::redirect::not_leader;
 use reprise_storage::command::{operation_bytes, Command, CommandResponse, Operation, Outcome};
 use reprise_storage::{Member, NodeId, TypeConfig};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::Status;
 
@@ -26,6 +30,8 @@ pub const BATCH_COMMANDS_MAX: usize = 512;
 pub const BATCH_BYTES_MAX: usize = 512 * 1024;
 /// Writes waiting for the proposer before `write` waits too.
 pub const PROPOSAL_QUEUE_MAX: usize = 4096;
+/// A proposed entry not answered within this is reported as of unknown outcome.
+pub const PROPOSAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One write waiting to be proposed.
 pub struct Proposal {
@@ -45,18 +51,28 @@ pub fn channel() -> (ProposalSender, mpsc::Receiver<Proposal>) {
 pub fn spawn(state: Arc<NodeState>, mut rx: mpsc::Receiver<Proposal>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+        // A write that did not fit the previous batch opens the next one.
+        let mut carried: Option<Proposal> = None;
         loop {
             // Wait for room first: what arrives meanwhile joins the next batch.
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;
             };
-            let Some(first) = rx.recv().await else {
-                return;
+            let first = match carried.take() {
+                Some(p) => p,
+                None => match rx.recv().await {
+                    Some(p) => p,
+                    None => return,
+                },
             };
             let mut bytes = operation_bytes(&first.op);
             let mut batch = vec![first];
-            while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
+            while batch.len() < BATCH_COMMANDS_MAX {
                 match rx.try_recv() {
+                    Ok(p) if bytes + operation_bytes(&p.op) > BATCH_BYTES_MAX => {
+                        carried = Some(p);
+                        break;
+                    }
                     Ok(p) => {
                         bytes += operation_bytes(&p.op);
                         batch.push(p);
@@ -69,19 +85,37 @@ pub fn spawn(state: Arc<NodeState>, mut rx: mpsc::Receiver<Proposal>) -> JoinHan
             // Stamp and submit under one lock: stamps then follow log order.
             let submitted = {
                 let _order = state.propose.lock().await;
-                match stamp(&state, ops) {
-                    Ok(cmd) => state
-                        .raft
-                        .client_write_ff(cmd)
-                        .await
-                        .map_err(|f| Status::unavailable(format!("raft stopped: {f}"))),
-                    Err(status) => Err(status),
+                if state.transferring.load(Ordering::Acquire) {
+                    // Leadership is being handed over: nothing new may enter the log.
+                    Err(not_leader(None))
+                } else {
+                    match stamp(&state, ops) {
+                        Ok(cmd) => state
+                            .raft
+                            .client_write_ff(cmd)
+                            .await
+                            .map_err(|f| Status::unavailable(format!("raft stopped: {f}"))),
+                        Err(status) => Err(status),
+                    }
                 }
             };
             match submitted {
                 Ok(pending) => {
+                    let mut metrics = state.raft.metrics();
+                    let term = metrics.borrow().current_term;
                     tokio::spawn(async move {
-                        answer(pending.await, replies);
+                        tokio::select! {
+                            biased;
+                            outcome = pending => answer(outcome, replies),
+                            _ = leadership_lost(&mut metrics, term) => fail(replies, unknown(
+                                "leadership changed before the write was acknowledged",
+                            )),
+                            _ = tokio::time::sleep(PROPOSAL_ANSWER_TIMEOUT) => fail(replies, unknown(
+                                "the write was not acknowledged in time",
+                            )),
+                        }
+                        // The permit is freed whatever happened: a lost answer never
+                        // stops the node's writes.
                         drop(permit);
                     });
                 }
@@ -91,11 +125,32 @@ pub fn spawn(state: Arc<NodeState>, mut rx: mpsc::Receiver<Proposal>) -> JoinHan
     })
 }
 
+/// An answer for a write whose entry may or may not commit later.
+fn unknown(why: &str) -> Status {
+    Status::unavailable(format!("{why}; it may or may not have been applied"))
+}
+
+/// Resolves when this node is no longer leader in `term` (or Raft stopped). openraft does
+/// not answer an uncommitted entry that a snapshot later purges; this frees its batch.
+async fn leadership_lost(metrics: &mut watch::Receiver<RaftMetrics<NodeId, Member>>, term: u64) {
+    loop {
+        {
+            let m = metrics.borrow();
+            if m.current_term != term || m.state != ServerState::Leader {
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Stamps `ops` in order, above every stamp in the log and the state machine, as one
 /// command (a batch when there are several).
 fn stamp(state: &NodeState, ops: Vec<Operation>) -> Result<Command, Status> {
     let applied = state.view.last_hlc().map_err(internal)?;
-    let mut stamp = applied.max(state.log_hlc.load(std::sync::atomic::Ordering::Acquire));
+    let mut stamp = applied.max(state.log_hlc.load(Ordering::Acquire));
     let mut cmds: Vec<Command> = ops
         .into_iter()
         .map(|op| {
@@ -154,5 +209,31 @@ fn answer<E>(
 fn fail(replies: Vec<oneshot::Sender<Result<Written, Status>>>, status: Status) {
     for r in replies {
         let _ = r.send(Err(status.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch whose entry openraft never answers (purged by a snapshot after this node
+    /// lost leadership) must still free its permit: the wait ends when the term changes.
+    #[tokio::test]
+    async fn a_lost_leadership_ends_the_wait_for_an_answer() {
+        let mut leading = RaftMetrics::<NodeId, Member>::new_initial(1);
+        leading.current_term = 3;
+        leading.state = ServerState::Leader;
+        let (tx, mut rx) = watch::channel(leading.clone());
+        let waiting = tokio::spawn(async move { leadership_lost(&mut rx, 3).await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "still leader in the same term");
+        let mut deposed = leading;
+        deposed.current_term = 4;
+        deposed.state = ServerState::Follower;
+        tx.send(deposed).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ends once leadership is lost")
+            .unwrap();
     }
 }

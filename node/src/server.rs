@@ -114,7 +114,6 @@ pub async fn run(
         backup_lock: Default::default(),
         proposals,
     });
-    let proposer = crate::proposer::spawn(state.clone(), proposal_rx);
     let metrics = match config.metrics_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -140,6 +139,8 @@ pub async fn run(
             addr: config.listen_addr,
             source,
         })?;
+    // Spawned once nothing can fail before `serve`: it owns the state until aborted.
+    let proposer = crate::proposer::spawn(state.clone(), proposal_rx);
     info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
     let served = serve(state, listener, shutdown).await;
     proposer.abort();
