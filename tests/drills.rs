@@ -58,6 +58,19 @@ async fn site_loss_drill_passes_every_checker() {
     assert_clean_pass(&report);
 }
 
+/// Messages into one follower site are dropped while it still sends: it campaigns in
+/// vain, the majority keeps committing, and after healing everything converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_way_partition_drill_passes_every_checker() {
+    let report = run_drill(Scenario::PartitionOneWay, 5, 300).await;
+    assert!(
+        report.faults.iter().any(|f| f.kind.contains("one way")),
+        "{:?}",
+        report.faults
+    );
+    assert_clean_pass(&report);
+}
+
 /// A majority of sites burns; the store comes back from the site vaults by point-in-time
 /// restore. Every acknowledged write up to the restore point is there (restore-equality),
 /// and what was lost is at most about one archive interval of writes.

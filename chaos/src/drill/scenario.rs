@@ -21,6 +21,10 @@ pub enum Scenario {
     /// Cut every link between one follower site and the others (both directions) while
     /// writes go on, then heal: the site must catch up and agree.
     Partition,
+    /// Drop every message from the other sites into one follower site, while it can still
+    /// send to them (its requests and their answers arrive): it hears no leader and
+    /// campaigns in ever higher terms; the majority must keep committing; then heal.
+    PartitionOneWay,
     /// Cut the leader's site off from the others: the majority elects a new leader; the old
     /// one must not acknowledge writes or serve linearizable reads; then heal.
     LeaderIsolation,
@@ -32,12 +36,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, for help texts.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::SiteLoss,
         Scenario::SiteFire,
         Scenario::LeaderPause,
         Scenario::ClockSkew,
         Scenario::Partition,
+        Scenario::PartitionOneWay,
         Scenario::LeaderIsolation,
         Scenario::QuorumLoss,
     ];
@@ -49,6 +54,7 @@ impl Scenario {
             Scenario::LeaderPause => "leader-pause",
             Scenario::ClockSkew => "clock-skew",
             Scenario::Partition => "partition",
+            Scenario::PartitionOneWay => "partition-one-way",
             Scenario::LeaderIsolation => "leader-isolation",
             Scenario::QuorumLoss => "quorum-loss",
         }

@@ -26,7 +26,7 @@ pub(crate) async fn fault_and_recover(
     let site = run.cluster.file.node(leader)?.site.clone();
     // The partition scenario cuts off a follower site; the others act on the leader's.
     let site = match opts.scenario {
-        Scenario::Partition => run
+        Scenario::Partition | Scenario::PartitionOneWay => run
             .cluster
             .file
             .nodes
@@ -48,7 +48,7 @@ pub(crate) async fn fault_and_recover(
             .collect(),
     };
     run.event(format!(
-        "leader is node {leader} in {site}; injecting {}",
+        "leader is node {leader}; injecting {} on {site} (nodes {victims:?})",
         opts.scenario
     ));
     let fault_ns = inject(run, opts.scenario, &site, &victims).await?;
@@ -68,7 +68,7 @@ pub(crate) async fn fault_and_recover(
         ));
         if matches!(
             opts.scenario,
-            Scenario::Partition | Scenario::LeaderIsolation
+            Scenario::Partition | Scenario::PartitionOneWay | Scenario::LeaderIsolation
         ) {
             isolation_took_effect(run, &victims).await?;
         }
@@ -112,10 +112,21 @@ async fn inject(
             ))
         }
         Scenario::Partition | Scenario::LeaderIsolation => {
-            let cut = cut_off(run, victims, true).await?;
+            let cut = cut_off(run, victims, Cut::Both).await?;
             run.faults.push(FaultRecord {
                 kind: "partition (both directions)".into(),
                 target: format!("{site} (nodes {victims:?}) from every other site"),
+                at_ms,
+                verified: cut,
+            });
+        }
+        Scenario::PartitionOneWay => {
+            let cut = cut_off(run, victims, Cut::IntoVictims).await?;
+            run.faults.push(FaultRecord {
+                kind: "partition (one way: into the site)".into(),
+                target: format!(
+                    "messages from every other site to {site} (nodes {victims:?}) dropped; {site} still sends"
+                ),
                 at_ms,
                 verified: cut,
             });
@@ -196,8 +207,8 @@ async fn recover(
             }
             run.event(format!("recovery: resumed nodes {victims:?} (SIGCONT)"));
         }
-        Scenario::Partition | Scenario::LeaderIsolation => {
-            let healed = cut_off(run, victims, false).await?;
+        Scenario::Partition | Scenario::PartitionOneWay | Scenario::LeaderIsolation => {
+            let healed = cut_off(run, victims, Cut::Heal).await?;
             if !healed {
                 return Err(DrillError::Stuck(format!(
                     "could not heal the partition of nodes {victims:?}"
@@ -237,7 +248,20 @@ async fn isolation_took_effect(run: &mut Run<'_>, victims: &[u64]) -> Result<(),
 /// Cuts (or, with `cut` false, restores) every link between `victims` and the other
 /// running nodes, in both directions, through each node's partition seam. Returns whether
 /// every node confirmed exactly the links asked for.
-async fn cut_off(run: &Run<'_>, victims: &[u64], cut: bool) -> Result<bool, DrillError> {
+/// Which links between the victims and the others a partition cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Every link restored.
+    Heal,
+    /// Both directions of every link.
+    Both,
+    /// Only messages from the others to the victims (the victims' own requests, and the
+    /// answers to them, still arrive).
+    IntoVictims,
+}
+
+/// Sets the partition on every running node; whether every node confirmed it.
+async fn cut_off(run: &Run<'_>, victims: &[u64], cut: Cut) -> Result<bool, DrillError> {
     let running = run.cluster.running();
     let others: Vec<u64> = running
         .iter()
@@ -246,17 +270,23 @@ async fn cut_off(run: &Run<'_>, victims: &[u64], cut: bool) -> Result<bool, Dril
         .collect();
     let mut confirmed = true;
     for id in &running {
-        let mut peers: Vec<u64> = match (cut, victims.contains(id)) {
-            (false, _) => Vec::new(),
-            (true, true) => others.clone(),
-            (true, false) => victims.to_vec(),
+        let is_victim = victims.contains(id);
+        let (mut to, mut from): (Vec<u64>, Vec<u64>) = match (cut, is_victim) {
+            (Cut::Heal, _) => (Vec::new(), Vec::new()),
+            (Cut::Both, true) => (others.clone(), others.clone()),
+            (Cut::Both, false) => (victims.to_vec(), victims.to_vec()),
+            // The others do not send to the victims, and the victims refuse what the
+            // others send: that direction is gone both ways it could be observed.
+            (Cut::IntoVictims, true) => (Vec::new(), others.clone()),
+            (Cut::IntoVictims, false) => (victims.to_vec(), Vec::new()),
         };
-        peers.sort_unstable();
+        to.sort_unstable();
+        from.sort_unstable();
         let addr = run.cluster.addr(*id)?;
         let client = Client::new(std::slice::from_ref(&addr), Default::default())?;
         let asked = apb::PartitionLinks {
-            block_to: peers.clone(),
-            block_from: peers,
+            block_to: to,
+            block_from: from,
         };
         let resp = client
             .call(Retry::Idempotent, |c| {
