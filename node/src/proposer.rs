@@ -32,6 +32,9 @@ pub const BATCH_BYTES_MAX: usize = 512 * 1024;
 pub const PROPOSAL_QUEUE_MAX: usize = 4096;
 /// A proposed entry not answered within this is reported as of unknown outcome.
 pub const PROPOSAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// After this node was deposed, how long openraft may still answer a proposed entry before
+/// it is reported as of unknown outcome.
+pub const DEPOSED_ANSWER_GRACE: Duration = Duration::from_secs(5);
 
 /// One write waiting to be proposed.
 pub struct Proposal {
@@ -107,7 +110,12 @@ pub fn spawn(state: Arc<NodeState>, mut rx: mpsc::Receiver<Proposal>) -> JoinHan
                         tokio::select! {
                             biased;
                             outcome = pending => answer(outcome, replies),
-                            _ = leadership_lost(&mut metrics, term) => fail(replies, unknown(
+                            _ = async {
+                                leadership_lost(&mut metrics, term).await;
+                                // openraft usually still answers (the new leader commits
+                                // the entry, or it is truncated): give it time to.
+                                tokio::time::sleep(DEPOSED_ANSWER_GRACE).await;
+                            } => fail(replies, unknown(
                                 "leadership changed before the write was acknowledged",
                             )),
                             _ = tokio::time::sleep(PROPOSAL_ANSWER_TIMEOUT) => fail(replies, unknown(
@@ -130,13 +138,16 @@ fn unknown(why: &str) -> Status {
     Status::unavailable(format!("{why}; it may or may not have been applied"))
 }
 
-/// Resolves when this node is no longer leader in `term` (or Raft stopped). openraft does
-/// not answer an uncommitted entry that a snapshot later purges; this frees its batch.
+/// Resolves once this node has moved past `term` without being leader (or Raft stopped):
+/// it was deposed. openraft does not answer an uncommitted entry that a snapshot later
+/// purges; this frees its batch. Metrics may lag a fresh election (a new leader can still
+/// show as candidate in the term it wins, or even the term before), so neither alone
+/// means the leadership is lost.
 async fn leadership_lost(metrics: &mut watch::Receiver<RaftMetrics<NodeId, Member>>, term: u64) {
     loop {
         {
             let m = metrics.borrow();
-            if m.current_term != term || m.state != ServerState::Leader {
+            if m.current_term > term && m.state != ServerState::Leader {
                 return;
             }
         }
@@ -220,13 +231,21 @@ mod tests {
     /// lost leadership) must still free its permit: the wait ends when the term changes.
     #[tokio::test]
     async fn a_lost_leadership_ends_the_wait_for_an_answer() {
+        // Metrics lagging a fresh election: still candidate, then leader, in term 3.
         let mut leading = RaftMetrics::<NodeId, Member>::new_initial(1);
         leading.current_term = 3;
-        leading.state = ServerState::Leader;
+        leading.state = ServerState::Candidate;
         let (tx, mut rx) = watch::channel(leading.clone());
         let waiting = tokio::spawn(async move { leadership_lost(&mut rx, 3).await });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "still leader in the same term");
+        leading.state = ServerState::Leader;
+        tx.send(leading.clone()).unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiting.is_finished(),
+            "a lagging metric is not a lost leadership"
+        );
         let mut deposed = leading;
         deposed.current_term = 4;
         deposed.state = ServerState::Follower;

@@ -52,9 +52,11 @@ retry_for 60 init
 retry_for 30 cli kv put warmup 1
 
 writes=0
+# Each put is retried until acknowledged: an outcome may be unknown across a leader
+# change, and putting the same value again is harmless to what is checked.
 write_range() {
     for i in $(seq "$1" "$2"); do
-        cli --timeout-ms 15000 kv put "key-$i" "value-$i" >/dev/null
+        retry_for 30 cli --timeout-ms 15000 kv put "key-$i" "value-$i"
         writes=$((writes + 1))
     done
 }
