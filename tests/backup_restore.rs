@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{flip_middle_byte, reprise, StopOnDrop, TestCluster};
+use common::{flip_middle_byte, reprise, reprise_ok, StopOnDrop, TestCluster};
 use reprise_api::{Client, ClientOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -20,12 +20,7 @@ async fn backup_survives_a_site_fire_and_restores_exactly_the_acknowledged_state
         let r = client.put(k.as_bytes(), v.as_bytes()).await.expect("put");
         writes.push((k, v, r.header.expect("header").index));
     }
-    let out = reprise(&eps, &["-o", "json", "backup", "create"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = reprise_ok(&eps, &["-o", "json", "backup", "create"]);
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let manifest = &created["manifest"];
     let backup_index = manifest["log_index"].as_u64().expect("log_index");

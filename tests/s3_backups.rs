@@ -39,16 +39,11 @@ async fn s3_backups_survive_a_site_fire_and_restore_to_three_instants() {
             .replace(common::s3::SECRET_ENV, common::s3::WRONG_SECRET_ENV),
     )
     .expect("write bad targets file");
-    let out = reprise(
-        &eps,
-        &[
-            "backup",
-            "targets",
-            "set",
-            "--file",
-            bad_file.to_str().expect("utf8"),
-        ],
-    );
+    let set_targets = |file: &std::path::Path| {
+        let file = file.to_str().expect("utf8");
+        reprise(&eps, &["backup", "targets", "set", "--file", file])
+    };
+    let out = set_targets(&bad_file);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a wrong secret must be refused");
     assert!(err.contains("site-1") && err.contains("s3://"), "{err}");
@@ -57,16 +52,7 @@ async fn s3_backups_survive_a_site_fire_and_restore_to_three_instants() {
         "the cause is the signature: {err}"
     );
 
-    let out = reprise(
-        &eps,
-        &[
-            "backup",
-            "targets",
-            "set",
-            "--file",
-            targets_file.to_str().expect("utf8"),
-        ],
-    );
+    let out = set_targets(&targets_file);
     assert!(
         out.status.success(),
         "set targets: {}",

@@ -12,8 +12,8 @@ use reprise_api::pb::backup::{
 };
 use reprise_storage::backup::shard_store::HeldShard;
 use reprise_storage::backup::target::{
-    BackupStore, ChunkReceiver, ChunkStream, HeldBackup, Location, Piece, StoreFuture, StoredShard,
-    TargetError,
+    forward_chunks, BackupStore, ChunkReceiver, ChunkStream, HeldBackup, Location, Piece,
+    StoreFuture, StoredShard, TargetError,
 };
 use reprise_storage::NodeId;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,8 +24,6 @@ use tonic::Code;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Chunks of a shard being served, buffered ahead of the reader.
-const READ_AHEAD_CHUNKS: usize = 8;
 
 /// A node of a site, as a backup target.
 #[derive(Debug, Clone)]
@@ -137,27 +135,17 @@ impl BackupStore for NodeStore {
                 object_id,
                 shard: u32::from(shard),
             };
-            let mut stream = match client.get_shards(req).await {
+            let stream = match client.get_shards(req).await {
                 Ok(r) => r.into_inner(),
                 Err(s) if s.code() == Code::NotFound => return Ok(None),
                 Err(s) => return Err(self.status(s)),
             };
-            let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
             let me = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    let item = match stream.message().await {
-                        Ok(Some(chunk)) => Ok(chunk.data),
-                        Ok(None) => break,
-                        Err(s) => Err(me.unavailable(format!("shard {shard}: {}", s.message()))),
-                    };
-                    let failed = item.is_err();
-                    if tx.send(item).await.is_err() || failed {
-                        break;
-                    }
-                }
+            let chunks = stream.map(move |item| {
+                item.map(|chunk| chunk.data)
+                    .map_err(|s| me.unavailable(format!("shard {shard}: {}", s.message())))
             });
-            Ok(Some(rx))
+            Ok(Some(forward_chunks(chunks)))
         })
     }
 

@@ -232,7 +232,7 @@ fn compared(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reprise_storage::backup::manifest::{BackupObject, KIND_SNAPSHOT, MANIFEST_FORMAT};
+    use reprise_storage::backup::manifest::KIND_SNAPSHOT;
 
     fn point(index: u64, digest: &str) -> RestoredPoint {
         RestoredPoint {
@@ -252,52 +252,32 @@ mod tests {
     }
 
     fn backup(index: u64, digest: &str) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT,
-            backup_id: format!("bk-{index}"),
-            cluster_name: "c".into(),
-            log_index: index,
-            term: 1,
-            hlc: 0,
-            data_shards: 2,
-            parity_shards: 1,
-            stripe_bytes: 1024,
-            objects: vec![BackupObject {
-                object_id: 0,
-                kind: KIND_SNAPSHOT.into(),
-                bytes: 1,
-                stripes: 1,
-                state_digest: digest.into(),
-                keys: 1,
-            }],
-            shards: vec![],
-            first_index: 0,
-        }
+        let mut m = Manifest::example(KIND_SNAPSHOT, &format!("bk-{index}"), 0, index, 0);
+        m.objects[0].state_digest = digest.into();
+        m
     }
 
     #[test]
     fn a_checksum_that_differs_from_the_recorded_one_fails_the_drill() {
         let mut failures = Vec::new();
-        let ok = compared(
-            Target::Index(7),
-            point(7, "aa"),
-            1,
-            Some(&backup(7, "aa")),
-            &mut failures,
-        );
-        assert_eq!(ok.checksum_matches, Some(true));
-        assert!(failures.is_empty());
-        let bad = compared(
-            Target::Index(7),
-            point(7, "ab"),
-            1,
-            Some(&backup(7, "aa")),
-            &mut failures,
-        );
-        assert_eq!(bad.checksum_matches, Some(false));
+        // (restored digest, compared with a backup recording "aa"?, expected verdict)
+        let cases = [
+            ("aa", true, Some(true)),
+            ("ab", true, Some(false)),
+            ("ab", false, None),
+        ];
+        let recorded = backup(7, "aa");
+        for (digest, with, expected) in cases {
+            let p = compared(
+                Target::Index(7),
+                point(7, digest),
+                1,
+                with.then_some(&recorded),
+                &mut failures,
+            );
+            assert_eq!(p.checksum_matches, expected, "{digest} {with}");
+        }
+        assert_eq!(failures.len(), 1, "{failures:?}");
         assert!(failures[0].contains("bk-7"), "{failures:?}");
-        let alone = compared(Target::Latest, point(9, "ab"), 1, None, &mut failures);
-        assert_eq!(alone.checksum_matches, None);
-        assert_eq!(failures.len(), 1);
     }
 }

@@ -64,13 +64,13 @@ impl ClusterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::{test_manifest, KIND_SNAPSHOT};
+    use crate::backup::manifest::{Manifest, KIND_SNAPSHOT};
 
     #[test]
     fn catalog_is_bounded_and_round_trips() {
         let mut c = ClusterConfig::default();
         for i in 0..(BACKUP_CATALOG_MAX as u64 + 3) {
-            c.record_backup(test_manifest(
+            c.record_backup(Manifest::example(
                 KIND_SNAPSHOT,
                 &format!("bk-{i:04}"),
                 0,

@@ -42,6 +42,34 @@ fn cas_version(k: &str, version: u64, v: &str) -> Operation {
     })
 }
 
+/// Builds a snapshot of `a` and streams the file into a new state machine at `b_dir`
+/// through its receiving handle, as the network would; returns it once installed.
+async fn install_snapshot_of(
+    a: &mut StateMachineStore,
+    b_dir: &std::path::Path,
+) -> StateMachineStore {
+    let snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build a snapshot");
+    let mut b = StateMachineStore::open(b_dir).expect("open the receiving state machine");
+    let mut sink = b
+        .begin_receiving_snapshot()
+        .await
+        .expect("open the snapshot sink");
+    let mut source = tokio::fs::File::from_std(snap.snapshot.into_std().await);
+    tokio::io::copy(&mut source, &mut *sink)
+        .await
+        .expect("stream the snapshot");
+    sink.flush().await.expect("stream the snapshot");
+    b.install_snapshot(&snap.meta, sink)
+        .await
+        .expect("install the snapshot");
+    b
+}
+
 #[tokio::test]
 async fn versions_deletes_and_compare_and_swap() {
     let dir = TempDir::new().unwrap();
@@ -94,22 +122,9 @@ async fn snapshot_streams_to_another_node_and_rebuilds_a_lost_sled() {
         })
         .collect();
     a.apply(entries).await.unwrap();
-    let snap = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
     let sum_a = a.view().checksum().unwrap();
     assert_eq!((sum_a.applied_index, sum_a.keys), (2000, 2000));
-
-    // Stream the file into B through the receiving handle, as the network would.
-    let mut b = StateMachineStore::open(b_dir.path()).unwrap();
-    let mut sink = b.begin_receiving_snapshot().await.unwrap();
-    let mut source = tokio::fs::File::from_std(snap.snapshot.into_std().await);
-    tokio::io::copy(&mut source, &mut *sink).await.unwrap();
-    sink.flush().await.unwrap();
-    b.install_snapshot(&snap.meta, sink).await.unwrap();
+    let b = install_snapshot_of(&mut a, b_dir.path()).await;
     assert_eq!(b.view().checksum().unwrap(), sum_a);
     drop(b);
 
@@ -167,7 +182,7 @@ async fn corrupt_snapshot_is_refused_and_state_is_untouched() {
 /// catches up by one.
 #[tokio::test]
 async fn cluster_config_is_replicated_by_commands_and_carried_in_snapshots() {
-    use reprise_storage::backup::manifest::{Manifest, MANIFEST_FORMAT};
+    use reprise_storage::backup::manifest::{Manifest, KIND_SNAPSHOT};
     use reprise_storage::backup::target::{BackupTargets, TargetSpec};
 
     let (a_dir, b_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
@@ -176,20 +191,7 @@ async fn cluster_config_is_replicated_by_commands_and_carried_in_snapshots() {
     targets
         .sites
         .insert("site-2".into(), vec![TargetSpec::Node, TargetSpec::Node]);
-    let manifest = |id: &str, index: u64| Manifest {
-        format: MANIFEST_FORMAT,
-        backup_id: id.into(),
-        cluster_name: "c".into(),
-        log_index: index,
-        term: 1,
-        hlc: 0,
-        data_shards: 2,
-        parity_shards: 1,
-        stripe_bytes: 1024,
-        objects: vec![],
-        shards: vec![],
-        first_index: 0,
-    };
+    let manifest = |id: &str, index: u64| Manifest::example(KIND_SNAPSHOT, id, 0, index, 0);
     a.apply(vec![entry(1, put("k", "v"))]).await.unwrap();
     let before = a.view().checksum().unwrap();
     a.apply(vec![
@@ -206,18 +208,7 @@ async fn cluster_config_is_replicated_by_commands_and_carried_in_snapshots() {
     let after = a.view().checksum().unwrap();
     assert_eq!((after.keys, after.digest), (before.keys, before.digest));
 
-    let snap = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    let mut b = StateMachineStore::open(b_dir.path()).unwrap();
-    let mut sink = b.begin_receiving_snapshot().await.unwrap();
-    let mut source = tokio::fs::File::from_std(snap.snapshot.into_std().await);
-    tokio::io::copy(&mut source, &mut *sink).await.unwrap();
-    sink.flush().await.unwrap();
-    b.install_snapshot(&snap.meta, sink).await.unwrap();
+    let b = install_snapshot_of(&mut a, b_dir.path()).await;
     assert_eq!(b.view().cluster_config().unwrap(), config);
 }
 

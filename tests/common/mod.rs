@@ -33,6 +33,26 @@ pub fn reprise(endpoints: &str, args: &[&str]) -> std::process::Output {
         .expect("run reprise")
 }
 
+/// Runs `reprise` like [`reprise`] and asserts it succeeded (its stderr in the message).
+pub fn reprise_ok(endpoints: &str, args: &[&str]) -> std::process::Output {
+    succeeded(reprise(endpoints, args), args)
+}
+
+/// Runs `reprise` like [`reprise_offline`] and asserts it succeeded.
+pub fn reprise_offline_ok(args: &[&str]) -> std::process::Output {
+    succeeded(reprise_offline(args), args)
+}
+
+fn succeeded(out: std::process::Output, args: &[&str]) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "reprise {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs the `reprise` binary with `args` and no endpoints at all (as after losing every
 /// node), with the test buckets' secret in its environment.
 pub fn reprise_offline(args: &[&str]) -> std::process::Output {

@@ -155,7 +155,7 @@ pub async fn scan_all(endpoints: &str) -> BTreeMap<String, String> {
 }
 
 pub fn restore_at(eps: &str, at: &str, into: &Path) -> serde_json::Value {
-    let out = reprise(
+    let out = super::reprise_ok(
         eps,
         &[
             "-o",
@@ -167,11 +167,6 @@ pub fn restore_at(eps: &str, at: &str, into: &Path) -> serde_json::Value {
             into.to_str().expect("utf8"),
         ],
     );
-    assert!(
-        out.status.success(),
-        "restore --at {at}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     serde_json::from_slice(&out.stdout).expect("restore json")
 }
 
@@ -181,12 +176,7 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
 
     let before = write_phase(tc, "a", 4, 60).await;
     let t1 = middle_ms(&before);
-    let out = reprise(&eps, &["-o", "json", "backup", "create"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = super::reprise_ok(&eps, &["-o", "json", "backup", "create"]);
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let backup_id = created["manifest"]["backup_id"]
         .as_str()
@@ -290,7 +280,7 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
             stops.push(StopOnDrop(into.join("cluster")));
             let at = rfc3339(t3);
             let into_arg = into.to_str().expect("utf8");
-            let out = super::reprise_offline(&[
+            let out = super::reprise_offline_ok(&[
                 "-o",
                 "json",
                 "restore",
@@ -301,11 +291,6 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
                 "--targets",
                 file,
             ]);
-            assert!(
-                out.status.success(),
-                "restore from the buckets only: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
             let restored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
             check_restored("buckets-only", t3, Some(&backup_id), &restored, &writes).await;
             damaged_segment_refuses(&site1_backups, &["--targets", file], scratch.path());
@@ -324,7 +309,7 @@ async fn restore_without_starting_then_seed(
     stops: &mut Vec<StopOnDrop>,
 ) {
     let into = scratch.join("no-start");
-    let out = reprise(
+    let out = super::reprise_ok(
         live,
         &[
             "-o",
@@ -336,11 +321,6 @@ async fn restore_without_starting_then_seed(
             into.to_str().expect("utf8"),
             "--no-start",
         ],
-    );
-    assert!(
-        out.status.success(),
-        "restore --no-start: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let restored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let snap = into.join("restored.snap");
@@ -362,7 +342,7 @@ async fn restore_without_starting_then_seed(
 
     let local_dir = scratch.join("from-snapshot");
     stops.push(StopOnDrop(local_dir.clone()));
-    let out = reprise(
+    let out = super::reprise_ok(
         live,
         &[
             "-o",
@@ -375,11 +355,6 @@ async fn restore_without_starting_then_seed(
             "--dir",
             local_dir.to_str().expect("utf8"),
         ],
-    );
-    assert!(
-        out.status.success(),
-        "local up --from: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let up: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let endpoints: Vec<&str> = up["nodes"]

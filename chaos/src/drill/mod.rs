@@ -66,6 +66,16 @@ pub(crate) struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Records an injected fault, and whether its injector saw it really happen.
+    pub(crate) fn fault(&mut self, kind: &str, target: String, at_ms: u64, verified: bool) {
+        self.faults.push(FaultRecord {
+            kind: kind.into(),
+            target,
+            at_ms,
+            verified,
+        });
+    }
+
     pub(crate) fn event(&mut self, what: impl Into<String>) {
         let what = what.into();
         let at_ms = self.recorder.now_ns() / 1_000_000;

@@ -22,7 +22,6 @@ use reprise_node::restore::{restore_point, RestoreEvent};
 use reprise_storage::backup::restore::{plan, Target};
 use reprise_storage::backup::target::{BackupTargets, TargetSpec};
 
-use super::report::FaultRecord;
 use super::{DrillError, DrillOptions, Run};
 use crate::backend::local::{self, LocalCluster, LocalSpec};
 
@@ -139,28 +138,28 @@ pub(crate) async fn burn_majority_and_restore(
     let at_ms = fault_ns / 1_000_000;
     let dead = super::steps::kill_and_check(run, &victims)?;
     let wiped = super::steps::wipe_and_check(run, &victims)?;
-    run.faults.push(FaultRecord {
-        kind: "kill -9 majority of sites".into(),
-        target: format!("{doomed:?} (nodes {victims:?})"),
+    run.fault(
+        "kill -9 majority of sites",
+        format!("{doomed:?} (nodes {victims:?})"),
         at_ms,
-        verified: dead,
-    });
-    run.faults.push(FaultRecord {
-        kind: "wipe disks".into(),
-        target: format!("{doomed:?} (nodes {victims:?})"),
+        dead,
+    );
+    run.fault(
+        "wipe disks",
+        format!("{doomed:?} (nodes {victims:?})"),
         at_ms,
-        verified: wiped,
-    });
+        wiped,
+    );
     let no_quorum = cannot_commit(&run.cluster).await?;
-    run.faults.push(FaultRecord {
-        kind: "quorum lost".into(),
-        target: format!(
+    run.fault(
+        "quorum lost",
+        format!(
             "no write acknowledged by the survivors within {} s",
             NO_QUORUM_PROBE.as_secs()
         ),
-        at_ms: run.recorder.now_ns() / 1_000_000,
-        verified: no_quorum,
-    });
+        run.recorder.now_ns() / 1_000_000,
+        no_quorum,
+    );
     run.event("quorum lost: the survivors cannot commit; fencing them before the restore");
     for id in run.cluster.running() {
         run.cluster.kill9(id)?;
@@ -242,12 +241,12 @@ fn damage_backups(run: &mut Run<'_>, vaults: &Path) -> Result<Damage, DrillError
                     && std::fs::write(&file, &bytes).is_ok()
             });
             damage.push((run.faults.len(), backup.clone(), 0));
-            run.faults.push(FaultRecord {
-                kind: "corrupt backup shard".into(),
-                target: format!("{backup} shard 0 in {site}'s vault"),
+            run.fault(
+                "corrupt backup shard",
+                format!("{backup} shard 0 in {site}'s vault"),
                 at_ms,
-                verified: changed,
-            });
+                changed,
+            );
         }
     }
     if let Some(site) = sites.get(1) {
@@ -256,12 +255,12 @@ fn damage_backups(run: &mut Run<'_>, vaults: &Path) -> Result<Damage, DrillError
             let file = vault.join(&segment).join("obj-0.shard-1");
             let gone = std::fs::remove_file(&file).is_ok() && !file.exists();
             damage.push((run.faults.len(), segment.clone(), 1));
-            run.faults.push(FaultRecord {
-                kind: "missing backup shard".into(),
-                target: format!("{segment} shard 1 in {site}'s vault"),
+            run.fault(
+                "missing backup shard",
+                format!("{segment} shard 1 in {site}'s vault"),
                 at_ms,
-                verified: gone,
-            });
+                gone,
+            );
         }
     }
     run.event(format!(

@@ -7,7 +7,6 @@ use reprise_api::client::Retry;
 use reprise_api::pb::admin as apb;
 use reprise_api::Client;
 
-use super::report::FaultRecord;
 use super::{DrillError, DrillOptions, Run, Scenario};
 use crate::backend::local::{self, LocalCluster};
 use crate::checker::convergence::NodeChecksum;
@@ -89,20 +88,20 @@ async fn inject(
     match scenario {
         Scenario::SiteLoss | Scenario::SiteFire => {
             let dead = kill_and_check(run, victims)?;
-            run.faults.push(FaultRecord {
-                kind: "kill -9 site".into(),
-                target: format!("{site} (nodes {victims:?})"),
+            run.fault(
+                "kill -9 site",
+                format!("{site} (nodes {victims:?})"),
                 at_ms,
-                verified: dead,
-            });
+                dead,
+            );
             if scenario == Scenario::SiteFire {
                 let wiped = wipe_and_check(run, victims)?;
-                run.faults.push(FaultRecord {
-                    kind: "wipe disks".into(),
-                    target: format!("{site} (nodes {victims:?})"),
+                run.fault(
+                    "wipe disks",
+                    format!("{site} (nodes {victims:?})"),
                     at_ms,
-                    verified: wiped,
-                });
+                    wiped,
+                );
             }
         }
         Scenario::ClockSkew => fault_ns = skew_then_kill(run, victims, at_ms).await?,
@@ -113,23 +112,18 @@ async fn inject(
         }
         Scenario::Partition | Scenario::LeaderIsolation => {
             let cut = cut_off(run, victims, Cut::Both).await?;
-            run.faults.push(FaultRecord {
-                kind: "partition (both directions)".into(),
-                target: format!("{site} (nodes {victims:?}) from every other site"),
+            run.fault(
+                "partition (both directions)",
+                format!("{site} (nodes {victims:?}) from every other site"),
                 at_ms,
-                verified: cut,
-            });
+                cut,
+            );
         }
         Scenario::PartitionOneWay => {
             let cut = cut_off(run, victims, Cut::IntoVictims).await?;
-            run.faults.push(FaultRecord {
-                kind: "partition (one way: into the site)".into(),
-                target: format!(
+            run.fault("partition (one way: into the site)", format!(
                     "messages from every other site to {site} (nodes {victims:?}) dropped; {site} still sends"
-                ),
-                at_ms,
-                verified: cut,
-            });
+                ), at_ms, cut);
         }
         Scenario::LeaderPause => {
             for v in victims {
@@ -150,12 +144,12 @@ async fn inject(
                 std::thread::sleep(Duration::from_millis(1));
             }
             let stopped = is_stopped(run);
-            run.faults.push(FaultRecord {
-                kind: "SIGSTOP leader".into(),
-                target: format!("nodes {victims:?}"),
+            run.fault(
+                "SIGSTOP leader",
+                format!("nodes {victims:?}"),
                 at_ms,
-                verified: stopped,
-            });
+                stopped,
+            );
         }
     }
     run.event(format!(
@@ -234,14 +228,14 @@ async fn isolation_took_effect(run: &mut Run<'_>, victims: &[u64]) -> Result<(),
         }
     }
     let at_ms = run.recorder.now_ns() / 1_000_000;
-    run.faults.push(FaultRecord {
-        kind: "isolated nodes fell behind".into(),
-        target: format!(
+    run.fault(
+        "isolated nodes fell behind",
+        format!(
             "nodes {victims:?}: last log index {victims_last}, others applied {others_applied}"
         ),
         at_ms,
-        verified: victims_last < others_applied,
-    });
+        victims_last < others_applied,
+    );
     Ok(())
 }
 
@@ -418,21 +412,12 @@ async fn skew_then_kill(run: &mut Run<'_>, victims: &[u64], at_ms: u64) -> Resul
             .unwrap_or(0);
         skewed &= real_ms.saturating_sub(resp.now_ms) >= (SKEW_MS as u64) - 5_000;
     }
-    run.faults.push(FaultRecord {
-        kind: format!("clock skew -{} s", SKEW_MS / 1000),
-        target: format!("nodes {followers:?}"),
-        at_ms,
-        verified: skewed,
-    });
+    let kind = format!("clock skew -{} s", SKEW_MS / 1000);
+    run.fault(&kind, format!("nodes {followers:?}"), at_ms, skewed);
     let kill_ns = run.recorder.now_ns();
     let dead = kill_and_check(run, victims)?;
     let at_ms = kill_ns / 1_000_000;
-    run.faults.push(FaultRecord {
-        kind: "kill -9 leader".into(),
-        target: format!("nodes {victims:?}"),
-        at_ms,
-        verified: dead,
-    });
+    run.fault("kill -9 leader", format!("nodes {victims:?}"), at_ms, dead);
     Ok(kill_ns)
 }
 

@@ -4,19 +4,13 @@
 //! Same layout and guarantees as a node's shard store (`shard_store`): shard files appear
 //! under their final name only once complete and fsynced; manifests are atomic files.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::shard_store::{ShardStore, ShardStoreError};
 use super::target::{
-    BackupStore, ChunkReceiver, ChunkStream, HeldBackup, Location, Piece, StoreFuture, StoredShard,
-    TargetError,
+    read_chunks, BackupStore, ChunkReceiver, ChunkStream, HeldBackup, Location, Piece, StoreFuture,
+    StoredShard, TargetError,
 };
-
-/// Bytes per chunk when serving a shard.
-const READ_CHUNK_BYTES: usize = 1024 * 1024;
-/// Chunks read ahead of the consumer.
-const READ_AHEAD_CHUNKS: usize = 4;
 
 /// A directory of a site, as a backup target.
 #[derive(Debug, Clone)]
@@ -123,31 +117,15 @@ impl BackupStore for DirStore {
                 .store
                 .shard_path(backup_id, object_id, shard)
                 .map_err(|e| self.store_err(e))?;
-            let mut file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(self.failed(format!("open {}: {e}", path.display()))),
-            };
-            let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
-            let target = self.describe();
-            tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; READ_CHUNK_BYTES];
-                loop {
-                    let item = match file.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => Ok(buf[..n].to_vec()),
-                        Err(e) => Err(TargetError::Unavailable {
-                            target: target.clone(),
-                            reason: format!("read {}: {e}", path.display()),
-                        }),
-                    };
-                    let failed = item.is_err();
-                    if tx.blocking_send(item).is_err() || failed {
-                        return;
-                    }
-                }
-            });
-            Ok(Some(rx))
+            match std::fs::File::open(&path) {
+                Ok(file) => Ok(Some(read_chunks(
+                    file,
+                    path.display().to_string(),
+                    self.describe(),
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(self.failed(format!("open {}: {e}", path.display()))),
+            }
         })
     }
 

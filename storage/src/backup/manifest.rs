@@ -149,30 +149,32 @@ pub fn place_shards(
     Ok(placement)
 }
 
-/// A manifest of one object of `kind` covering log indices `first..=last`, stamped `hlc`,
-/// for tests of planning and retention (no shards).
-#[cfg(test)]
-pub(crate) fn test_manifest(kind: &str, id: &str, first: u64, last: u64, hlc: u64) -> Manifest {
-    Manifest {
-        format: MANIFEST_FORMAT,
-        backup_id: id.into(),
-        cluster_name: "c".into(),
-        log_index: last,
-        term: 1,
-        hlc,
-        data_shards: 2,
-        parity_shards: 1,
-        stripe_bytes: 1024,
-        objects: vec![BackupObject {
-            object_id: 0,
-            kind: kind.into(),
-            bytes: 1,
-            stripes: 1,
-            state_digest: String::new(),
-            keys: 0,
-        }],
-        shards: vec![],
-        first_index: first,
+impl Manifest {
+    /// A manifest of one object of `kind` covering log indices `first..=last`, stamped
+    /// `hlc`, 2+1 with no shards placed: for tests and examples of planning, retention and
+    /// catalogs, never stored.
+    pub fn example(kind: &str, id: &str, first: u64, last: u64, hlc: u64) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            backup_id: id.into(),
+            cluster_name: "c".into(),
+            log_index: last,
+            term: 1,
+            hlc,
+            data_shards: 2,
+            parity_shards: 1,
+            stripe_bytes: 1024,
+            objects: vec![BackupObject {
+                object_id: 0,
+                kind: kind.into(),
+                bytes: 1,
+                stripes: 1,
+                state_digest: String::new(),
+                keys: 0,
+            }],
+            shards: vec![],
+            first_index: first,
+        }
     }
 }
 
@@ -203,20 +205,8 @@ mod tests {
             crc32c: 0,
             location: Location::Node,
         };
-        let mut m = Manifest {
-            format: MANIFEST_FORMAT,
-            backup_id: "b".into(),
-            cluster_name: "c".into(),
-            log_index: 1,
-            term: 1,
-            hlc: 0,
-            data_shards: 2,
-            parity_shards: 1,
-            stripe_bytes: 1024,
-            objects: vec![],
-            shards: vec![shard(0, "a"), shard(1, "b"), shard(2, "c")],
-            first_index: 0,
-        };
+        let mut m = Manifest::example(KIND_SNAPSHOT, "b", 0, 1, 0);
+        m.shards = vec![shard(0, "a"), shard(1, "b"), shard(2, "c")];
         assert_eq!(m.survivable_site_losses(), 1);
         m.data_shards = 3;
         m.parity_shards = 2;

@@ -313,10 +313,10 @@ pub async fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::{test_manifest, KIND_LOG, KIND_SNAPSHOT};
+    use crate::backup::manifest::{KIND_LOG, KIND_SNAPSHOT};
 
     fn manifest(kind: &str, first: u64, last: u64, hlc: u64) -> Manifest {
-        test_manifest(kind, &format!("{kind}-{first}-{last}"), first, last, hlc)
+        Manifest::example(kind, &format!("{kind}-{first}-{last}"), first, last, hlc)
     }
 
     fn ids(p: &Plan) -> Vec<String> {

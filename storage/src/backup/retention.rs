@@ -65,10 +65,10 @@ pub fn expired(manifests: &[Manifest], policy: Retention, now_unix_ms: u64) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::{test_manifest, KIND_LOG, KIND_SNAPSHOT};
+    use crate::backup::manifest::{Manifest, KIND_LOG, KIND_SNAPSHOT};
 
     fn manifest(kind: &str, id: &str, first: u64, last: u64, unix_ms: u64) -> Manifest {
-        test_manifest(kind, id, first, last, unix_ms << 16)
+        Manifest::example(kind, id, first, last, unix_ms << 16)
     }
 
     #[test]

@@ -17,8 +17,8 @@ use object_store::{
 
 use super::shard_store::HeldShard;
 use super::target::{
-    parse_shard_name, shard_name, valid_backup_id, BackupStore, ChunkReceiver, ChunkStream,
-    HeldBackup, Location, Piece, S3Spec, StoreFuture, StoredShard, TargetError,
+    forward_chunks, parse_shard_name, shard_name, valid_backup_id, BackupStore, ChunkReceiver,
+    ChunkStream, HeldBackup, Location, Piece, S3Spec, StoreFuture, StoredShard, TargetError,
 };
 
 const MANIFEST_OBJECT: &str = "manifest";
@@ -26,8 +26,6 @@ const MANIFEST_OBJECT: &str = "manifest";
 const PART_BYTES: usize = 8 * 1024 * 1024;
 /// Parts of one shard in flight at once.
 const PARTS_IN_FLIGHT: usize = 2;
-/// Chunks of a shard being downloaded, buffered ahead of the reader.
-const READ_AHEAD_CHUNKS: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Whole-request limit (body included): generous, since a shard of a large state is
 /// gigabytes; a dead endpoint is caught by the connect timeout.
@@ -214,24 +212,15 @@ impl BackupStore for S3Store {
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(self.failed("get shard", e)),
             };
-            let mut body = got.into_stream();
-            let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
             let target = self.describe();
-            tokio::spawn(async move {
-                while let Some(item) = body.next().await {
-                    let item = item
-                        .map(|b| b.to_vec())
-                        .map_err(|e| TargetError::Unavailable {
-                            target: target.clone(),
-                            reason: format!("read shard {shard}: {e}"),
-                        });
-                    let failed = item.is_err();
-                    if tx.send(item).await.is_err() || failed {
-                        break;
-                    }
-                }
+            let body = got.into_stream().map(move |item| {
+                item.map(|b| b.to_vec())
+                    .map_err(|e| TargetError::Unavailable {
+                        target: target.clone(),
+                        reason: format!("read shard {shard}: {e}"),
+                    })
             });
-            Ok(Some(rx))
+            Ok(Some(forward_chunks(body)))
         })
     }
 

@@ -40,6 +40,59 @@ pub type ChunkReceiver = mpsc::Receiver<Piece>;
 /// Chunks of one shard file as a target serves them; an error ends the stream.
 pub type ChunkStream = mpsc::Receiver<Result<Vec<u8>, TargetError>>;
 
+/// Chunks read ahead of the consumer of a [`ChunkStream`].
+const READ_AHEAD_CHUNKS: usize = 8;
+/// Bytes per chunk when a shard is read from a file.
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Serves `source` as a [`ChunkStream`] from a task: chunks in order, ending after the
+/// first error (which is passed on) or when the consumer goes away.
+pub fn forward_chunks<S>(source: S) -> ChunkStream
+where
+    S: futures::Stream<Item = Result<Vec<u8>, TargetError>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let (tx, rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+    tokio::spawn(async move {
+        let mut source = std::pin::pin!(source);
+        while let Some(item) = source.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Serves a blocking reader (a shard file) as a [`ChunkStream`] from a blocking thread;
+/// a read error names `what` and `target`.
+pub fn read_chunks(
+    mut reader: impl std::io::Read + Send + 'static,
+    what: String,
+    target: String,
+) -> ChunkStream {
+    let (tx, rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; READ_CHUNK_BYTES];
+        loop {
+            let item = match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => Ok(buf[..n].to_vec()),
+                Err(e) => Err(TargetError::Unavailable {
+                    target: target.clone(),
+                    reason: format!("read {what}: {e}"),
+                }),
+            };
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// A backup target failure, naming the target.
 #[derive(Debug, Error)]
 pub enum TargetError {
