@@ -37,13 +37,7 @@ async fn backup_survives_a_site_fire_and_restores_exactly_the_acknowledged_state
     }
 
     // Fire: site-3's node loses every backup shard it held.
-    let site3 = tc
-        .cluster
-        .file
-        .nodes
-        .iter()
-        .find(|n| n.site == "site-3")
-        .expect("site-3");
+    let site3 = tc.cluster.file.node_at("site-3").expect("site-3");
     std::fs::remove_dir_all(site3.data_dir.join("backups")).expect("burn site-3 shards");
     let verify = reprise(&eps, &["backup", "verify", &backup_id]);
     assert!(
@@ -111,13 +105,7 @@ async fn backup_survives_a_site_fire_and_restores_exactly_the_acknowledged_state
         .expect("the restored cluster takes writes");
 
     // A second damaged shard leaves too few: refuse, name them, write nothing.
-    let site1 = tc
-        .cluster
-        .file
-        .nodes
-        .iter()
-        .find(|n| n.site == "site-1")
-        .expect("site-1");
+    let site1 = tc.cluster.file.node_at("site-1").expect("site-1");
     let shard = site1
         .data_dir
         .join("backups")

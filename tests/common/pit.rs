@@ -36,9 +36,7 @@ impl Backups<'_> {
             Backups::Nodes => tc
                 .cluster
                 .file
-                .nodes
-                .iter()
-                .find(|n| n.site == site)
+                .node_at(site)
                 .expect("site's node")
                 .data_dir
                 .join("backups"),
@@ -225,14 +223,7 @@ pub async fn fire_then_restore_three_instants(tc: &mut TestCluster, backups: &Ba
         .as_millis() as u64;
 
     // Fire on site-3: the node dies and its disk (data, backup shards) is gone.
-    let burnt = tc
-        .cluster
-        .file
-        .nodes
-        .iter()
-        .find(|n| n.site == "site-3")
-        .expect("site-3")
-        .id;
+    let burnt = tc.cluster.file.node_at("site-3").expect("site-3").id;
     tc.cluster.kill9(burnt).expect("kill site-3");
     tc.cluster.wipe(burnt).expect("wipe site-3");
     backups.burn("site-3");

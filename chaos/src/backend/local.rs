@@ -123,6 +123,11 @@ impl ClusterFile {
     }
 
     /// The node with id `id`.
+    /// The first node of `site`, if the cluster has one there.
+    pub fn node_at(&self, site: &str) -> Option<&LocalNode> {
+        self.nodes.iter().find(|n| n.site == site)
+    }
+
     /// The distinct sites of the cluster's nodes, sorted.
     pub fn sites(&self) -> Vec<String> {
         let mut sites: Vec<String> = self.nodes.iter().map(|n| n.site.clone()).collect();
