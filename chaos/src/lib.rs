@@ -8,4 +8,5 @@ pub mod checker;
 pub mod drill;
 pub mod history;
 pub mod recorder;
+pub mod sim;
 pub mod workload;

@@ -10,7 +10,8 @@ use reprise_api::{Client, ClientOptions};
 
 use crate::output::{CliError, CliResult, Format};
 use crate::{
-    cmd_backup, cmd_bench, cmd_cluster, cmd_drill, cmd_kv, cmd_local, cmd_node, cmd_restore, demo,
+    cmd_backup, cmd_bench, cmd_chaos, cmd_cluster, cmd_drill, cmd_kv, cmd_local, cmd_node,
+    cmd_restore, demo,
 };
 
 /// Reprise: a multi-site replicated store that survives the loss of a datacenter.
@@ -93,6 +94,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd_drill::DrillCommand,
     },
+    /// Deterministic simulation: seeded faults on an in-process cluster; a seed replays.
+    Chaos {
+        #[command(subcommand)]
+        command: cmd_chaos::ChaosCommand,
+    },
     /// Guided demonstrations on a scratch local cluster.
     Demo {
         #[command(subcommand)]
@@ -137,6 +143,10 @@ fn run(cli: Cli) -> CliResult {
     {
         return cmd_node::start(config);
     }
+    if let Command::Chaos { command } = cli.command {
+        // The simulation drives its own runtimes on this thread.
+        return cmd_chaos::run(command, cli.global.output);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,7 +156,7 @@ fn run(cli: Cli) -> CliResult {
             Command::Node {
                 command: NodeCommand::Seed { config, snapshot },
             } => cmd_node::seed(&config, &snapshot, &cli.global),
-            Command::Node { .. } => Ok(()),
+            Command::Node { .. } | Command::Chaos { .. } => Ok(()),
             Command::Cluster { command } => match command {
                 cmd_cluster::ClusterCommand::Local { command } => {
                     cmd_local::run(command, &cli.global).await

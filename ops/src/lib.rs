@@ -9,6 +9,7 @@ pub mod bench_etcd;
 pub mod cli;
 pub mod cmd_backup;
 pub mod cmd_bench;
+pub mod cmd_chaos;
 pub mod cmd_cluster;
 pub mod cmd_drill;
 pub mod cmd_kv;

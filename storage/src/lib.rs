@@ -9,6 +9,7 @@ pub mod command;
 pub mod error;
 pub mod limits;
 pub mod log;
+pub mod runtime;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;

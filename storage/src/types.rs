@@ -19,7 +19,7 @@ openraft::declare_raft_types!(
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = tokio::fs::File,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = crate::runtime::RepriseRuntime,
 );
 
 /// What the cluster records about every member: where to reach it and which site it is in.

@@ -19,7 +19,7 @@ use reprise_api::{Client, ClientOptions};
 use reprise_node::backup_fetch::all_manifests;
 use reprise_node::backup_targets::all_stores;
 use reprise_node::restore::{restore_point, RestoreEvent};
-use reprise_storage::backup::restore::{plan, Target};
+use reprise_storage::backup::restore::{plan, Plan, Target};
 use reprise_storage::backup::target::{BackupTargets, TargetSpec};
 
 use super::{DrillError, DrillOptions, Run};
@@ -164,10 +164,10 @@ pub(crate) async fn burn_majority_and_restore(
     for id in run.cluster.running() {
         run.cluster.kill9(id)?;
     }
-    let damage = damage_backups(run, &opts.dir.join("vaults"))?;
-
     let started = Instant::now();
-    let restored = restore_from_vaults(run, opts, &damage).await?;
+    let (targets, planned) = plan_from_vaults(run, opts).await?;
+    let damage = damage_backups(run, &opts.dir.join("vaults"), &planned);
+    let restored = restore_planned(run, opts, &targets, &planned, &damage).await?;
     run.event(format!(
         "restored index {} into a new cluster in {} ms",
         restored.1,
@@ -213,68 +213,56 @@ async fn cannot_commit(cluster: &LocalCluster) -> Result<bool, DrillError> {
 /// shard index) of each.
 type Damage = Vec<(usize, String, u8)>;
 
-/// The newest backup directory in `vault` whose name starts with `prefix`.
-fn newest(vault: &Path, prefix: &str) -> Option<String> {
-    std::fs::read_dir(vault)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(prefix))
-        .max()
-}
-
-/// Damages one data shard of the newest snapshot backup (a flipped byte, in site 1's
-/// vault) and of the newest archive segment (deleted, in site 2's vault): one shard of
-/// each object, which the parity covers. The restore must notice and report both.
-fn damage_backups(run: &mut Run<'_>, vaults: &Path) -> Result<Damage, DrillError> {
+/// Damages one data shard of the snapshot backup the restore starts from (a flipped
+/// byte, in the first site's vault) and of the last archive segment it replays (deleted,
+/// in the second site's vault): one shard of each object, which the parity covers. Only
+/// objects in the plan are damaged, so the restore must read, notice and report both.
+fn damage_backups(run: &mut Run<'_>, vaults: &Path, planned: &Plan) -> Damage {
     let sites = run.cluster.file.sites();
     let at_ms = run.recorder.now_ns() / 1_000_000;
     let mut damage = Damage::new();
     // Shards are placed round-robin over the sorted sites: shard i lives on site i.
-    if let Some(site) = sites.first() {
-        let vault = vaults.join(site);
-        if let Some(backup) = newest(&vault, "bk-") {
-            let file = vault.join(&backup).join("obj-0.shard-0");
-            let changed = std::fs::read(&file).is_ok_and(|mut bytes| {
-                let mid = bytes.len() / 2;
-                bytes.get_mut(mid).map(|b| *b ^= 0x5A).is_some()
-                    && std::fs::write(&file, &bytes).is_ok()
-            });
-            damage.push((run.faults.len(), backup.clone(), 0));
-            run.fault(
-                "corrupt backup shard",
-                format!("{backup} shard 0 in {site}'s vault"),
-                at_ms,
-                changed,
-            );
-        }
+    if let (Some(site), Some(base)) = (sites.first(), &planned.base) {
+        let backup = &base.backup_id;
+        let file = vaults.join(site).join(backup).join("obj-0.shard-0");
+        let changed = std::fs::read(&file).is_ok_and(|mut bytes| {
+            let mid = bytes.len() / 2;
+            bytes.get_mut(mid).map(|b| *b ^= 0x5A).is_some()
+                && std::fs::write(&file, &bytes).is_ok()
+        });
+        damage.push((run.faults.len(), backup.clone(), 0));
+        run.fault(
+            "corrupt backup shard",
+            format!("{backup} shard 0 in {site}'s vault"),
+            at_ms,
+            changed,
+        );
     }
-    if let Some(site) = sites.get(1) {
-        let vault = vaults.join(site);
-        if let Some(segment) = newest(&vault, "log-") {
-            let file = vault.join(&segment).join("obj-0.shard-1");
-            let gone = std::fs::remove_file(&file).is_ok() && !file.exists();
-            damage.push((run.faults.len(), segment.clone(), 1));
-            run.fault(
-                "missing backup shard",
-                format!("{segment} shard 1 in {site}'s vault"),
-                at_ms,
-                gone,
-            );
-        }
+    if let (Some(site), Some(last)) = (sites.get(1), planned.segments.last()) {
+        let segment = &last.backup_id;
+        let file = vaults.join(site).join(segment).join("obj-0.shard-1");
+        let gone = std::fs::remove_file(&file).is_ok() && !file.exists();
+        damage.push((run.faults.len(), segment.clone(), 1));
+        run.fault(
+            "missing backup shard",
+            format!("{segment} shard 1 in {site}'s vault"),
+            at_ms,
+            gone,
+        );
     }
     run.event(format!(
         "damaged {} backup shard(s) in the vaults (one per object: parity covers it)",
         damage.len()
     ));
-    Ok(damage)
+    damage
 }
 
-async fn restore_from_vaults(
+/// Reads the manifests in every site's vault and plans a restore to the newest point
+/// they reach; returns the vaults as backup targets and the plan.
+async fn plan_from_vaults(
     run: &mut Run<'_>,
     opts: &DrillOptions,
-    damage: &Damage,
-) -> Result<(LocalCluster, u64, u64), DrillError> {
+) -> Result<(BackupTargets, Plan), DrillError> {
     let mut targets = BackupTargets::default();
     let vaults = opts.dir.join("vaults");
     let entries = std::fs::read_dir(&vaults)
@@ -306,12 +294,24 @@ async fn restore_from_vaults(
         p.segments.len(),
         p.reach()
     ));
+    Ok((targets, p))
+}
+
+/// Restores the planned point from the vaults into a new local cluster; returns it, the
+/// restored log index and HLC stamp. A damaged shard counts as verified only if the
+/// restore reported it.
+async fn restore_planned(
+    run: &mut Run<'_>,
+    opts: &DrillOptions,
+    targets: &BackupTargets,
+    p: &Plan,
+    damage: &Damage,
+) -> Result<(LocalCluster, u64, u64), DrillError> {
     let quiet = |_: RestoreEvent| {};
     let staging = opts.dir.join("restore-staging");
-    let point = restore_point(&p, &targets, Target::Latest, &staging, &quiet)
+    let point = restore_point(p, targets, Target::Latest, &staging, &quiet)
         .await
         .map_err(|e| DrillError::Stuck(format!("restore from the vaults: {e}")))?;
-    // A damaged shard counts as verified only if the restore noticed it.
     for (fault, backup, shard) in damage {
         let noticed = point
             .damaged_shards

@@ -421,29 +421,32 @@ async fn skew_then_kill(run: &mut Run<'_>, victims: &[u64], at_ms: u64) -> Resul
     Ok(kill_ns)
 }
 
-/// SIGKILLs `victims` and reports whether every one of their processes is gone.
 /// kill -9 every victim; whether each process is really gone.
 pub(crate) fn kill_and_check(run: &mut Run<'_>, victims: &[u64]) -> Result<bool, DrillError> {
-    for v in victims {
-        run.cluster.kill9(*v)?;
-    }
-    Ok(victims.iter().all(|v| {
-        run.cluster
-            .file
-            .node(*v)
-            .is_ok_and(|n| !local::is_our_process(n))
-    }))
+    act_then_check(
+        run,
+        victims,
+        |c, v| c.kill9(v),
+        |n| !local::is_our_process(n),
+    )
 }
 
 /// Wipes every victim's data directory; whether each is really gone.
 pub(crate) fn wipe_and_check(run: &mut Run<'_>, victims: &[u64]) -> Result<bool, DrillError> {
+    act_then_check(run, victims, |c, v| c.wipe(v), |n| !n.data_dir.exists())
+}
+
+/// Applies `act` to every victim, then whether `done` holds for each of them.
+fn act_then_check(
+    run: &mut Run<'_>,
+    victims: &[u64],
+    act: impl Fn(&mut local::LocalCluster, u64) -> Result<(), local::LocalError>,
+    done: impl Fn(&local::LocalNode) -> bool,
+) -> Result<bool, DrillError> {
     for v in victims {
-        run.cluster.wipe(*v)?;
+        act(&mut run.cluster, *v)?;
     }
-    Ok(victims.iter().all(|v| {
-        run.cluster
-            .file
-            .node(*v)
-            .is_ok_and(|n| !n.data_dir.exists())
-    }))
+    Ok(victims
+        .iter()
+        .all(|v| run.cluster.file.node(*v).is_ok_and(&done)))
 }

@@ -1,0 +1,211 @@
+//! The software of one simulated node: openraft with the real state machine
+//! (`reprise_storage::StateMachineStore` on sled, applying the real commands) over the
+//! simulated disk and network, the HLC stamping writes from simulated time, and the real
+//! batched read-index barrier for linearizable reads. A crash drops all of it; the disk
+//! ([`SimDisk`]) survives. Each incarnation starts an empty state machine, so a restarted
+//! node rebuilds its state by re-applying its log (the simulation never snapshots).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reprise_node::hlc::{Clock, Hlc};
+use reprise_node::read_index::ReadBatcher;
+use reprise_node::Raft;
+use reprise_storage::{Command, KvView, Member, NodeId, Operation, StateMachineStore};
+use turmoil::net::{TcpListener, TcpStream};
+
+use super::disk::{SimBug, SimDisk, SimLogStore};
+use super::net::SimNetwork;
+use super::plan::NODES;
+use super::wire::{self, Request, Response, PORT};
+
+/// Most keys a scan returns.
+const SCAN_KEYS_MAX: usize = 1_000_000;
+
+/// What the driver can see of a running node.
+#[derive(Clone)]
+pub struct LiveNode {
+    pub raft: Raft,
+    pub view: KvView,
+}
+
+/// One simulated node across its incarnations.
+pub struct NodeSlot {
+    pub id: NodeId,
+    pub disk: SimDisk,
+    /// The running incarnation, if any (cleared by the driver when it crashes the node).
+    pub live: RefCell<Option<LiveNode>>,
+    /// Parent of every incarnation's state machine directory.
+    pub dir: PathBuf,
+    pub incarnations: RefCell<u32>,
+    pub fsync: Duration,
+    pub bug: Option<SimBug>,
+}
+
+/// Wall clock of a simulated host: the simulation's own epoch-based time.
+struct SimClock;
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        turmoil::since_epoch()
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// Every node, one per site.
+pub fn members() -> BTreeMap<NodeId, Member> {
+    (1..=NODES)
+        .map(|id| {
+            let member = Member {
+                addr: format!("{}:{PORT}", wire::host_name(id)),
+                site: format!("site-{id}"),
+                zone: None,
+            };
+            (id, member)
+        })
+        .collect()
+}
+
+/// openraft settings: the node's defaults, but never snapshotting (see the module doc).
+fn raft_config() -> Result<openraft::Config, String> {
+    let r = reprise_node::config::RaftSettings::default();
+    openraft::Config {
+        cluster_name: "reprise-sim".into(),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_ms_min,
+        election_timeout_max: r.election_timeout_ms_max,
+        max_payload_entries: r.append_entries_max,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| e.to_string())
+}
+
+/// Runs one incarnation of the node until it crashes.
+pub async fn run(slot: Rc<NodeSlot>) -> turmoil::Result {
+    let first_boot = slot.disk.is_blank();
+    let incarnation = {
+        let mut n = slot.incarnations.borrow_mut();
+        *n += 1;
+        *n
+    };
+    let dir = slot.dir.join(format!("node-{}-{incarnation}", slot.id));
+    let state_machine = StateMachineStore::open(&dir)?;
+    let view = state_machine.view();
+    let log = SimLogStore::new(slot.disk.clone(), slot.fsync, slot.bug);
+    let raft = Raft::new(
+        slot.id,
+        Arc::new(raft_config()?),
+        SimNetwork,
+        log,
+        state_machine,
+    )
+    .await?;
+    if first_boot {
+        // Every node initializes with the same membership; openraft accepts that.
+        raft.initialize(members()).await?;
+    }
+    *slot.live.borrow_mut() = Some(LiveNode {
+        raft: raft.clone(),
+        view: view.clone(),
+    });
+    let node = Rc::new(Serving {
+        id: slot.id,
+        raft,
+        view,
+        hlc: Hlc::new(Arc::new(SimClock)),
+        reads: Arc::new(ReadBatcher::default()),
+    });
+    let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::task::spawn_local(node.clone().serve(stream));
+    }
+}
+
+struct Serving {
+    id: NodeId,
+    raft: Raft,
+    view: KvView,
+    hlc: Hlc,
+    reads: Arc<ReadBatcher>,
+}
+
+impl Serving {
+    async fn serve(self: Rc<Self>, mut stream: TcpStream) {
+        let Ok(req) = wire::read_frame::<Request>(&mut stream).await else {
+            return;
+        };
+        let resp = self.answer(req).await;
+        // The caller may be gone (crashed, timed out): nothing to do about it.
+        let _ = wire::write_frame(&mut stream, &resp).await;
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    async fn answer(&self, req: Request) -> Response {
+        match req {
+            Request::Append(rpc) => Response::Append(self.raft.append_entries(rpc).await),
+            Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
+            Request::Put { key, value } => {
+                if self.leader() != Some(self.id) {
+                    return Response::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                let command = Command {
+                    hlc: self.hlc.stamp(0),
+                    op: Operation::Put {
+                        key: key.into_bytes(),
+                        value,
+                    },
+                };
+                // Once handed to openraft the write may commit even if this call fails
+                // (leadership lost meanwhile): any error is an unknown outcome.
+                match self.raft.client_write(command).await {
+                    Ok(_) => Response::Written,
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+            Request::Get { key } => match self.barrier().await {
+                Err(resp) => resp,
+                Ok(()) => match self.view.get(key.as_bytes()) {
+                    Ok(v) => Response::Value(v.map(|v| v.value)),
+                    Err(e) => Response::Error(e.to_string()),
+                },
+            },
+            Request::Scan { prefix } => match self.barrier().await {
+                Err(resp) => resp,
+                Ok(()) => match self.view.prefix(prefix.as_bytes(), b"", SCAN_KEYS_MAX) {
+                    Ok(kvs) => Response::Keys(
+                        kvs.into_iter()
+                            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                            .collect(),
+                    ),
+                    Err(e) => Response::Error(e.to_string()),
+                },
+            },
+        }
+    }
+
+    /// The node's linearizable-read barrier, or the answer to give instead.
+    async fn barrier(&self) -> Result<(), Response> {
+        if self.leader() != Some(self.id) {
+            return Err(Response::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        self.reads
+            .barrier(&self.raft)
+            .await
+            .map_err(|s| Response::Error(s.message().to_string()))
+    }
+}
