@@ -2,10 +2,11 @@
 //! snapshots streamed to another node with equal state checksums, rebuild from the newest
 //! snapshot when sled is behind it, and refusal of a corrupt snapshot.
 
+use openraft::storage::Snapshot;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use reprise_storage::command::*;
-use reprise_storage::types::Entry;
+use reprise_storage::types::{Entry, TypeConfig};
 use reprise_storage::StateMachineStore;
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
@@ -54,6 +55,11 @@ async fn install_snapshot_of(
         .build_snapshot()
         .await
         .expect("build a snapshot");
+    install(snap, b_dir).await
+}
+
+/// Streams `snap` into a new state machine at `b_dir`; returns it once installed.
+async fn install(snap: Snapshot<TypeConfig>, b_dir: &std::path::Path) -> StateMachineStore {
     let mut b = StateMachineStore::open(b_dir).expect("open the receiving state machine");
     let mut sink = b
         .begin_receiving_snapshot()
@@ -68,6 +74,12 @@ async fn install_snapshot_of(
         .await
         .expect("install the snapshot");
     b
+}
+
+fn delete(k: &str) -> Operation {
+    Operation::Delete {
+        key: k.as_bytes().to_vec(),
+    }
 }
 
 #[tokio::test]
@@ -249,4 +261,104 @@ async fn a_batch_entry_applies_every_command_in_order() {
     );
     assert_eq!(view.get(b"b").unwrap(), None);
     assert_eq!(view.last_hlc().unwrap(), 2004);
+}
+
+/// Applies `ops` as entries `first..` in batches of `per_batch`; returns the next index.
+async fn apply_all(
+    sm: &mut StateMachineStore,
+    first: u64,
+    ops: Vec<Operation>,
+    per_batch: usize,
+) -> u64 {
+    let mut index = first;
+    let mut entries = Vec::new();
+    for op in ops {
+        entries.push(entry(index, op));
+        index += 1;
+        if entries.len() == per_batch {
+            sm.apply(std::mem::take(&mut entries)).await.expect("apply");
+        }
+    }
+    if !entries.is_empty() {
+        sm.apply(entries).await.expect("apply");
+    }
+    index
+}
+
+/// Overwrites, deletes, re-creates and inserts keys on both sides of the existing ones:
+/// every way a key can differ from the state a snapshot began at.
+fn churn(round: usize) -> Vec<Operation> {
+    let mut ops = Vec::new();
+    for i in (0..200).step_by(3) {
+        ops.push(put(&format!("k{i:04}"), &format!("changed-{round}")));
+    }
+    for i in (1..200).step_by(3) {
+        ops.push(delete(&format!("k{i:04}")));
+    }
+    for i in (1..200).step_by(9) {
+        ops.push(put(&format!("k{i:04}"), "deleted then back"));
+    }
+    for i in 0..50 {
+        ops.push(put(&format!("a-new-{round}-{i}"), "before every old key"));
+        ops.push(put(&format!("k{i:04}-new-{round}"), "between old keys"));
+        ops.push(put(&format!("z-new-{round}-{i}"), "after every old key"));
+    }
+    ops
+}
+
+fn initial_keys() -> Vec<Operation> {
+    (0..200)
+        .map(|i| put(&format!("k{i:04}"), &format!("v{i}")))
+        .collect()
+}
+
+/// A snapshot describes the state at the moment openraft asked for a builder, even when
+/// entries are applied before and while it is written (copy-on-write: applies are not
+/// held off for the length of a snapshot).
+#[tokio::test]
+async fn snapshot_is_the_state_at_its_start_while_applies_go_on() {
+    let dir = TempDir::new().unwrap();
+    let mut a = StateMachineStore::open(&dir.path().join("a")).unwrap();
+    let next = apply_all(&mut a, 1, initial_keys(), 16).await;
+    let at_start = a.view().checksum().unwrap();
+
+    let mut builder = a.get_snapshot_builder().await;
+    apply_all(&mut a, next, churn(1), 7).await;
+    let after = a.view().checksum().unwrap();
+    assert_ne!(after.digest, at_start.digest, "the churn changed the state");
+
+    let snap = builder.build_snapshot().await.expect("build the snapshot");
+    assert_eq!(
+        snap.meta.last_log_id.map(|l| l.index),
+        Some(next - 1),
+        "the snapshot is labelled with the index applied when it began"
+    );
+    let b = install(snap, &dir.path().join("b")).await;
+    assert_eq!(b.view().checksum().unwrap(), at_start);
+    // The live state machine kept every change made meanwhile.
+    assert_eq!(a.view().checksum().unwrap(), after);
+}
+
+/// The same, with the applies running at the same time as the snapshot's scan, so that
+/// keys change before, under and after the scan's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_written_during_concurrent_applies_is_the_state_at_its_start() {
+    let dir = TempDir::new().unwrap();
+    let mut a = StateMachineStore::open(&dir.path().join("a")).unwrap();
+    let mut next = apply_all(&mut a, 1, initial_keys(), 16).await;
+    let at_start = a.view().checksum().unwrap();
+    let mut builder = a.get_snapshot_builder().await;
+    let build = tokio::spawn(async move { builder.build_snapshot().await });
+    let mut round = 0;
+    while !build.is_finished() || round < 3 {
+        round += 1;
+        next = apply_all(&mut a, next, churn(round), 1).await;
+    }
+    let snap = build.await.expect("join").expect("build the snapshot");
+    let b = install(snap, &dir.path().join("b")).await;
+    assert_eq!(
+        b.view().checksum().unwrap(),
+        at_start,
+        "after {round} rounds of churn"
+    );
 }

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::format::{SnapshotHeader, SnapshotReader, SnapshotWriter};
 use crate::error::SnapshotError;
 use crate::error::StateMachineError;
-use crate::state_machine::keyspace::{user_key, DATA_PREFIX};
+use crate::state_machine::keyspace::user_key;
 use crate::state_machine::value::StoredValue;
-use crate::state_machine::view::KvView;
 
 const SUFFIX: &str = ".snap";
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -91,16 +90,16 @@ impl SnapshotDir {
             .join(format!("snap-{index:020}-{term:020}{SUFFIX}"))
     }
 
-    /// Writes the whole state visible in `view` as a snapshot with `header`. The caller
-    /// guarantees no apply runs meanwhile. Returns the durable file.
+    /// Writes `records` (tree key and raw stored value of every data key, in key order:
+    /// `KvView::as_of`) as a snapshot with `header`. Returns the durable file.
     pub fn build(
         &self,
-        view: &KvView,
         header: SnapshotHeader,
+        records: impl Iterator<Item = Result<(Vec<u8>, sled::IVec), StateMachineError>>,
     ) -> Result<SnapshotFile, StateMachineError> {
         let partial = self.partial_path();
         let mut writer = SnapshotWriter::create(&partial, &header)?;
-        for item in view.tree.scan_prefix([DATA_PREFIX]) {
+        for item in records {
             let (k, v) = item?;
             writer.push(user_key(&k), &StoredValue::decode(&v)?)?;
         }

@@ -213,6 +213,10 @@ impl<'a> ApplyBatch<'a> {
             None => None,
         };
         let _gate = self.view.write_gate();
+        // A snapshot being written needs the values these keys had before this batch.
+        self.view
+            .captures
+            .record(&self.view.tree, self.overlay.keys())?;
         self.view.tree.apply_batch(batch)?;
         Ok(archived)
     }

@@ -1,9 +1,11 @@
 //! The state machine: user data in sled with applied log id, membership and last HLC
-//! stored beside it, snapshots written to our own fsynced files, and the openraft
-//! `RaftStateMachine` implementation. sled is never the only durable copy: on open, a
-//! sled state older than the newest snapshot is rebuilt from that snapshot.
+//! stored beside it, snapshots written to our own fsynced files while applies go on
+//! (copy-on-write, `capture.rs`), and the openraft `RaftStateMachine` implementation.
+//! sled is never the only durable copy: on open, a sled state older than the newest
+//! snapshot is rebuilt from that snapshot.
 
 pub mod apply;
+mod capture;
 pub mod keyspace;
 pub mod value;
 pub mod view;
@@ -18,6 +20,7 @@ use openraft::{OptionalSend, StorageIOError};
 use tracing::info;
 
 use self::apply::{encode_meta, ApplyBatch};
+use self::capture::CaptureGuard;
 use self::keyspace::{
     data_key, META_APPLIED, META_ARCHIVED, META_CLUSTER, META_LAST_HLC, META_MEMBERSHIP,
 };
@@ -100,6 +103,8 @@ pub fn verify_snapshot(path: &Path) -> Result<SnapshotHeader, StateMachineError>
 }
 
 fn fill_from_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, StateMachineError> {
+    // A snapshot still being written describes the state this load replaces.
+    view.captures.wait_closed();
     let _gate = view.write_gate();
     let archived = view.tree.get(META_ARCHIVED)?;
     view.tree.clear()?;
@@ -156,25 +161,44 @@ async fn open_snapshot(file: SnapshotFile) -> Result<Snapshot<TypeConfig>, RaftS
     })
 }
 
-/// Builder handed to openraft: the snapshot was already written while applies were held
-/// off (sled has no point-in-time view), so building only opens the file.
+/// Builder handed to openraft: holds the header and an open capture of the state as it
+/// was when openraft asked for it, and writes the snapshot from them while applies go on.
 pub struct SnapshotBuilder {
-    built: Option<Result<SnapshotFile, String>>,
+    view: KvView,
+    snapshots: Arc<SnapshotDir>,
+    started: Option<Result<(SnapshotHeader, CaptureGuard), String>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        match self.built.take() {
-            Some(Ok(file)) => open_snapshot(file).await,
-            Some(Err(reason)) => Err(sm_err(StateMachineError::Meta {
-                name: "snapshot".into(),
-                reason,
-            })),
-            None => Err(sm_err(StateMachineError::Meta {
-                name: "snapshot".into(),
-                reason: "builder used twice".into(),
-            })),
-        }
+        let (header, capture) = match self.started.take() {
+            Some(Ok(started)) => started,
+            Some(Err(reason)) => {
+                return Err(sm_err(StateMachineError::Meta {
+                    name: "snapshot".into(),
+                    reason,
+                }))
+            }
+            None => {
+                return Err(sm_err(StateMachineError::Meta {
+                    name: "snapshot".into(),
+                    reason: "builder used twice".into(),
+                }))
+            }
+        };
+        let (view, snapshots) = (self.view.clone(), self.snapshots.clone());
+        let file = blocking(move || {
+            let file = snapshots.build(header, view.as_of(capture.capture()))?;
+            info!(
+                path = %file.path.display(),
+                changed_keys_meanwhile = capture.capture().changed_keys(),
+                "snapshot written while applies went on"
+            );
+            Ok(file)
+        })
+        .await
+        .map_err(sm_err)?;
+        open_snapshot(file).await
     }
 }
 
@@ -208,24 +232,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // openraft asks between applies, so the header and the capture's start describe
+        // the same state; the file itself is written by `build_snapshot`.
         let view = self.view.clone();
-        let snapshots = self.snapshots.clone();
-        let result = blocking(move || {
-            let applied = view.applied()?;
-            let header = SnapshotHeader {
-                meta: SnapshotMeta {
-                    last_log_id: applied,
-                    last_membership: view.meta(META_MEMBERSHIP)?.unwrap_or_default(),
-                    snapshot_id: snapshot_id(applied),
-                },
-                last_hlc: view.last_hlc()?,
-                cluster: view.cluster_config()?,
-            };
-            snapshots.build(&view, header)
-        })
-        .await;
+        let started = snapshot_header(&view).map(|header| (header, view.begin_capture()));
         SnapshotBuilder {
-            built: Some(result.map_err(|e| e.to_string())),
+            view,
+            snapshots: self.snapshots.clone(),
+            started: Some(started.map_err(|e| e.to_string())),
         }
     }
 
@@ -316,6 +330,20 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
+}
+
+/// The header of a snapshot of the state `view` holds now.
+fn snapshot_header(view: &KvView) -> Result<SnapshotHeader, StateMachineError> {
+    let applied = view.applied()?;
+    Ok(SnapshotHeader {
+        meta: SnapshotMeta {
+            last_log_id: applied,
+            last_membership: view.meta(META_MEMBERSHIP)?.unwrap_or_default(),
+            snapshot_id: snapshot_id(applied),
+        },
+        last_hlc: view.last_hlc()?,
+        cluster: view.cluster_config()?,
+    })
 }
 
 fn snapshot_id(applied: Option<LogId>) -> String {

@@ -1,13 +1,15 @@
 //! Read-only view of the state machine for the read path (get, scan) and for state
 //! checksums. Cheap to clone. sled iterators are not snapshots, so every read holds the
 //! shared side of the apply gate and every apply batch (and snapshot load) the exclusive
-//! side: a scan never observes half of a transaction or of a snapshot install.
+//! side: a scan never observes half of a transaction or of a snapshot install. A snapshot
+//! being written does not hold the gate: it reads through a capture (`capture.rs`).
 
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::de::DeserializeOwned;
 
+use super::capture::{AsOfCapture, Capture, CaptureGuard, Captures};
 use super::keyspace::{
     data_key, prefix_end, user_key, DATA_PREFIX, META_APPLIED, META_CLUSTER, META_LAST_HLC,
 };
@@ -21,6 +23,7 @@ use crate::types::LogId;
 pub struct KvView {
     pub(crate) tree: sled::Tree,
     gate: Arc<RwLock<()>>,
+    pub(crate) captures: Arc<Captures>,
 }
 
 /// One key and its stored value, as returned by scans.
@@ -51,7 +54,19 @@ impl KvView {
         KvView {
             tree,
             gate: Arc::new(RwLock::new(())),
+            captures: Arc::new(Captures::default()),
         }
+    }
+
+    /// Opens a capture of the current state (see `capture.rs`); the caller makes sure no
+    /// apply batch is being written.
+    pub(crate) fn begin_capture(&self) -> CaptureGuard {
+        self.captures.begin()
+    }
+
+    /// The data keys as they were when `capture` began, in order, as (tree key, raw value).
+    pub(crate) fn as_of<'a>(&self, capture: &'a Capture) -> AsOfCapture<'a> {
+        AsOfCapture::new(self.tree.scan_prefix([DATA_PREFIX]), capture)
     }
 
     /// Shared side of the apply gate: held by reads.
