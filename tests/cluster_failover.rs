@@ -85,3 +85,52 @@ async fn whole_site_kill_three_sites_two_nodes_each() {
     assert_no_lost_writes(&tc.client(), &history).await;
     tc.assert_converged().await;
 }
+
+/// Regression, quiet rejoin (`node/src/rejoin.rs`): a restarted follower used to campaign
+/// at its first timer tick in a higher term, and the leader stepped down as soon as its
+/// AppendEntries met that term: every follower restart cost an election. Now the leader
+/// and its term survive repeated follower restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regression_restarted_follower_deposed_the_leader() {
+    let mut tc = TestCluster::start(3, 1).await;
+    let client = tc.client();
+    let leader = tc.leader().await;
+    let leader_addr = tc.cluster.addr(leader).expect("leader address");
+    let term = client.status_of(&leader_addr).await.expect("status").term;
+    let follower = tc
+        .cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let follower_addr = tc.cluster.addr(follower).expect("follower address");
+    for round in 0..3 {
+        tc.cluster.kill9(follower).expect("kill -9 the follower");
+        tc.cluster
+            .restart(follower)
+            .await
+            .expect("restart the follower");
+        let put = client
+            .put(format!("rejoin/{round}").as_bytes(), b"x")
+            .await
+            .expect("a write after the restart");
+        let index = put.header.map(|h| h.index).unwrap_or(0);
+        // Caught up = the leader's AppendEntries reached the restarted node, which is when
+        // a higher term there would have deposed the leader.
+        common::wait_for(
+            "the restarted follower to apply the write",
+            Duration::from_secs(20),
+            || async {
+                let s = client.status_of(&follower_addr).await.ok()?;
+                (s.applied_index >= index).then_some(())
+            },
+        )
+        .await;
+    }
+    let after = client.status_of(&leader_addr).await.expect("status");
+    assert_eq!(
+        (after.role.as_str(), after.term),
+        ("leader", term),
+        "node {leader} led term {term} before three restarts of node {follower}"
+    );
+}

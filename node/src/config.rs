@@ -131,12 +131,15 @@ pub struct InitialMember {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftSettings {
-    /// Leader heartbeat period. Default: 50.
+    /// Leader heartbeat period; openraft's timer ticks every 1.5 of it, which is how often
+    /// heartbeats go out and election timeouts are checked. Default: 30.
     pub heartbeat_interval_ms: u64,
-    /// Lower bound of the randomized election timeout. Default: 150.
+    /// Lower bound of the randomized election timeout. Default: 110.
     pub election_timeout_ms_min: u64,
     /// Upper bound of the randomized election timeout; also the leader lease, during which
-    /// followers refuse to vote for another candidate. Default: 250.
+    /// followers refuse to vote for another candidate. A follower campaigns once it has
+    /// heard nothing for the lease plus its election timeout: 290–360 ms by default.
+    /// Default: 180.
     pub election_timeout_ms_max: u64,
     /// Build a snapshot after this many applied entries. Default: 10000.
     pub snapshot_logs_since_last: u64,
@@ -151,9 +154,9 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat_interval_ms: 50,
-            election_timeout_ms_min: 150,
-            election_timeout_ms_max: 250,
+            heartbeat_interval_ms: 30,
+            election_timeout_ms_min: 110,
+            election_timeout_ms_max: 180,
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 1_000,
             segment_bytes_max: 64 * 1024 * 1024,
@@ -362,7 +365,7 @@ addr = "127.0.0.1:7002"
     #[test]
     fn accepts_a_good_config_with_defaults() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.raft.heartbeat_interval_ms, 50);
+        assert_eq!(c.raft.heartbeat_interval_ms, 30);
         assert_eq!(c.initial_members.len(), 2);
         assert_eq!(c.member.addr, "127.0.0.1:7001");
     }

@@ -21,6 +21,7 @@ pub mod planted;
 pub mod proposer;
 pub mod raft_service;
 pub mod read_index;
+pub mod rejoin;
 pub mod restore;
 pub mod restore_drill;
 pub mod server;

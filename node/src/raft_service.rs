@@ -15,12 +15,15 @@ use tonic::{Request, Response, Status};
 use reprise_storage::{NodeId, TypeConfig};
 
 use crate::partition::Partition;
+use crate::rejoin::LeaderHeard;
 use crate::Raft;
 
 /// The peer Raft gRPC service.
 pub struct RaftService {
     pub raft: Raft,
     pub partition: Arc<Partition>,
+    /// Told about every AppendEntries answered (quiet rejoin, `rejoin.rs`).
+    pub leader_heard: Arc<LeaderHeard>,
 }
 
 impl RaftService {
@@ -55,6 +58,7 @@ impl RaftRpc for RaftService {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
         self.admit(&rpc.vote)?;
         let result = self.raft.append_entries(rpc).await;
+        self.leader_heard.answered(&result);
         encode(&result)
     }
 

@@ -22,6 +22,7 @@ use crate::hlc::{Hlc, SystemClock};
 use crate::kv_service::KvService;
 use crate::network::PeerNetwork;
 use crate::raft_service::RaftService;
+use crate::rejoin::{self, LeaderHeard};
 use crate::state::NodeState;
 use crate::Raft;
 
@@ -91,6 +92,8 @@ pub async fn run(
     )
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let leader_heard = Arc::new(LeaderHeard::default());
+    rejoin::hold_elections(&raft, leader_heard.clone(), rejoin::grace(raft.config()));
     let clock = Arc::new(SystemClock::default());
     let (proposals, proposal_rx) = crate::proposer::channel();
     let state = Arc::new(NodeState {
@@ -142,7 +145,7 @@ pub async fn run(
     // Spawned once nothing can fail before `serve`: it owns the state until aborted.
     let proposer = crate::proposer::spawn(state.clone(), proposal_rx);
     info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
-    let served = serve(state, listener, shutdown).await;
+    let served = serve(state, leader_heard, listener, shutdown).await;
     proposer.abort();
     for task in [archiver, schedule, metrics].into_iter().flatten() {
         task.abort();
@@ -156,6 +159,7 @@ pub async fn run(
 
 async fn serve(
     state: Arc<NodeState>,
+    leader_heard: Arc<LeaderHeard>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
@@ -169,6 +173,7 @@ async fn serve(
     let peer = RaftServer::new(RaftService {
         raft: state.raft.clone(),
         partition: state.partition.clone(),
+        leader_heard,
     })
     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);

@@ -45,7 +45,7 @@ impl Default for ClientOptions {
             rpc_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(500),
             deadline: Duration::from_secs(10),
-            retry_pause: Duration::from_millis(50),
+            retry_pause: Duration::from_millis(20),
         }
     }
 }
@@ -199,6 +199,10 @@ impl Client {
         let mut offset = 0;
         let mut last_error = String::from("no attempt made");
         let mut saw_redirect = false;
+        // Endpoints that refused a connection during this call: a redirect to one of them
+        // names a leader that has just died, which followers report until they elect
+        // another, so it is not followed (the other endpoints are tried instead).
+        let mut refused: Vec<String> = Vec::new();
         while started.elapsed() < self.opts.deadline {
             let endpoint = self.current(offset);
             let channel = self.channel(&endpoint)?;
@@ -212,16 +216,17 @@ impl Client {
                     if let Some(leader) = parse_not_leader(&status) {
                         saw_redirect = true;
                         match leader {
-                            Some(addr) if addr != endpoint => {
+                            Some(addr) if addr != endpoint && !refused.contains(&addr) => {
                                 self.prefer(&addr);
                                 offset = 0;
                                 continue;
                             }
                             _ => offset += 1,
                         }
-                    } else if never_sent(&status)
-                        || retry == Retry::Idempotent && retriable(&status)
-                    {
+                    } else if never_sent(&status) {
+                        refused.push(endpoint);
+                        offset += 1;
+                    } else if retry == Retry::Idempotent && retriable(&status) {
                         offset += 1;
                     } else if retriable(&status) {
                         // This node may be dead or paused: start the next call elsewhere.
