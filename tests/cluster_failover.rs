@@ -97,12 +97,7 @@ async fn regression_restarted_follower_deposed_the_leader() {
     let leader = tc.leader().await;
     let leader_addr = tc.cluster.addr(leader).expect("leader address");
     let term = client.status_of(&leader_addr).await.expect("status").term;
-    let follower = tc
-        .cluster
-        .running()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = tc.follower_of(leader);
     let follower_addr = tc.cluster.addr(follower).expect("follower address");
     for round in 0..3 {
         tc.cluster.kill9(follower).expect("kill -9 the follower");

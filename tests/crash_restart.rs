@@ -18,11 +18,7 @@ async fn repeated_kill9_during_writes_loses_nothing() {
         let victim = if round % 2 == 0 {
             leader
         } else {
-            tc.cluster
-                .running()
-                .into_iter()
-                .find(|id| *id != leader)
-                .expect("a follower")
+            tc.follower_of(leader)
         };
         tc.cluster.kill9(victim).expect("kill -9");
         writer.wait_progress(30).await;

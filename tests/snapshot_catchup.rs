@@ -14,12 +14,7 @@ const SMALL_SNAPSHOTS: &str = "\n[raft]\nsnapshot_logs_since_last = 200\nlogs_ke
 async fn lagging_follower_catches_up_by_snapshot() {
     let mut tc = TestCluster::start_with(3, 1, SMALL_SNAPSHOTS).await;
     let leader = tc.leader().await;
-    let follower = tc
-        .cluster
-        .running()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = tc.follower_of(leader);
     let client = tc.client();
     let follower_last = client
         .status_of(&tc.cluster.addr(follower).unwrap())

@@ -127,6 +127,15 @@ impl TestCluster {
         .await
     }
 
+    /// A running node other than `leader`.
+    pub fn follower_of(&self, leader: u64) -> u64 {
+        self.cluster
+            .running()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("a running follower")
+    }
+
     /// Site of node `id`.
     pub fn site_of(&self, id: u64) -> String {
         self.cluster
