@@ -7,6 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{assert_no_lost_writes, TestCluster, Writer};
+use reprise_api::{Client, ClientOptions};
+use reprise_chaos::backend::local::{Cut, LocalSpec};
 
 /// Kills `victims`, returns the time until the writer's next acknowledged write.
 async fn kill_and_time_recovery(
@@ -128,4 +130,88 @@ async fn regression_restarted_follower_deposed_the_leader() {
         ("leader", term),
         "node {leader} led term {term} before three restarts of node {follower}"
     );
+}
+
+/// The value of `key` as node `id` alone serves it linearizably, or why it did not.
+async fn linearizable_read_at(tc: &TestCluster, id: u64, key: &[u8]) -> Result<Vec<u8>, String> {
+    let addr = tc.cluster.addr(id).expect("node address");
+    let client = Client::new(
+        &[addr],
+        ClientOptions {
+            deadline: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let resp = client.get(key, false).await.map_err(|e| e.to_string())?;
+    let header = resp.header.expect("read header");
+    assert!(header.linearizable, "asked for a linearizable read");
+    if header.served_by != id {
+        return Err(format!("redirected to node {}", header.served_by));
+    }
+    Ok(resp.kv.map(|kv| kv.value).unwrap_or_default())
+}
+
+/// The leader reads under a lease, is cut off from its peers, the others elect a leader
+/// and overwrite a key; returns what the old leader then serves for that key.
+async fn read_at_the_deposed_leader(spec: &LocalSpec) -> Result<Vec<u8>, String> {
+    let tc = TestCluster::start_spec(spec).await;
+    let client = tc.client();
+    client.put(b"lease/k", b"old").await.expect("put old");
+    let old_leader = tc.leader().await;
+    // Reads through the leader win it a lease.
+    for _ in 0..20 {
+        assert_eq!(
+            linearizable_read_at(&tc, old_leader, b"lease/k").await,
+            Ok(b"old".to_vec())
+        );
+    }
+    assert!(tc.cluster.cut(&[old_leader], Cut::Both).await.expect("cut"));
+    let others: Vec<String> = tc
+        .cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != old_leader)
+        .map(|id| tc.cluster.addr(id).expect("node address"))
+        .collect();
+    let majority = Client::new(&others, ClientOptions::default()).expect("client");
+    let new_leader = common::wait_for(
+        "a leader among the others",
+        Duration::from_secs(20),
+        || async {
+            for addr in &others {
+                if let Ok(s) = majority.status_of(addr).await {
+                    if s.role == "leader" {
+                        return Some(s.id);
+                    }
+                }
+            }
+            None
+        },
+    )
+    .await;
+    assert_ne!(new_leader, old_leader);
+    majority.put(b"lease/k", b"new").await.expect("put new");
+    linearizable_read_at(&tc, old_leader, b"lease/k").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leader_serves_no_read_under_an_old_lease() {
+    let served = read_at_the_deposed_leader(&LocalSpec::new(3, 1)).await;
+    assert!(
+        served.is_err() || served == Ok(b"new".to_vec()),
+        "the cut-off leader served {served:?} after another leader acknowledged a newer write"
+    );
+}
+
+/// The check above can fail: a lease far longer than the followers' refusal to vote
+/// (planted) lets the cut-off leader serve the overwritten value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planted_overlong_lease_serves_the_overwritten_value() {
+    let spec = LocalSpec {
+        env: vec![("REPRISE_PLANTED_BUG".into(), "long-lease".into())],
+        ..LocalSpec::new(3, 1)
+    };
+    let served = read_at_the_deposed_leader(&spec).await;
+    assert_eq!(served, Ok(b"old".to_vec()));
 }

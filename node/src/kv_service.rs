@@ -1,6 +1,6 @@
 //! The public key-value gRPC service. Writes go through Raft on the leader (others answer
-//! with a redirect); reads are linearizable through openraft's read-index, batched by
-//! `read_index`, unless the request asks for a stale read.
+//! with a redirect); reads are linearizable (under the leader's lease or through a shared
+//! read-index round, `read_index`) unless the request asks for a stale read.
 
 use std::sync::Arc;
 
@@ -27,19 +27,30 @@ impl KvService {
         })
     }
 
-    /// Waits until this node may serve a read of the requested consistency, and says how.
-    async fn read_barrier(&self, consistency: Consistency) -> Result<ReadHeader, Status> {
+    /// Serves `read` at the requested consistency, with the header saying how it was
+    /// served: linearizable reads go through `read_index` (under the leader lease, or after
+    /// a read-index round).
+    async fn consistent_read<T>(
+        &self,
+        consistency: Consistency,
+        read: impl Fn() -> Result<T, Status>,
+    ) -> Result<(ReadHeader, T), Status> {
         let planted = self.state.planted_bug == Some(crate::planted::PlantedBug::StaleReads);
         let linearizable = consistency == Consistency::Linearizable;
+        let with_header = || {
+            let applied = self.state.view.applied().map_err(internal)?;
+            let header = ReadHeader {
+                applied_index: applied.map(|l| l.index).unwrap_or(0),
+                served_by: self.state.id,
+                linearizable,
+            };
+            Ok((header, read()?))
+        };
         if linearizable && !planted {
-            self.state.reads.barrier(&self.state.raft).await?;
+            self.state.reads.read(&self.state.raft, with_header).await
+        } else {
+            with_header()
         }
-        let applied = self.state.view.applied().map_err(internal)?;
-        Ok(ReadHeader {
-            applied_index: applied.map(|l| l.index).unwrap_or(0),
-            served_by: self.state.id,
-            linearizable,
-        })
     }
 }
 
@@ -66,18 +77,17 @@ impl Kv for KvService {
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let get = model::Get::try_from(req.into_inner())?;
-        let header = self.read_barrier(get.consistency).await?;
-        let kv = self
-            .state
-            .view
-            .get(&get.key)
-            .map_err(internal)?
-            .map(|value| {
-                convert::key_value(reprise_storage::KeyValue {
-                    key: get.key,
-                    value,
-                })
-            });
+        let (header, value) = self
+            .consistent_read(get.consistency, || {
+                self.state.view.get(&get.key).map_err(internal)
+            })
+            .await?;
+        let kv = value.map(|value| {
+            convert::key_value(reprise_storage::KeyValue {
+                key: get.key,
+                value,
+            })
+        });
         Ok(Response::new(GetResponse {
             header: Some(header),
             kv,
@@ -102,14 +112,17 @@ impl Kv for KvService {
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let scan = model::Scan::try_from(req.into_inner())?;
-        let header = self.read_barrier(scan.consistency).await?;
         let want = scan.limit as usize;
         let view = &self.state.view;
-        let mut found = match &scan.range {
-            ScanRange::Prefix { prefix, from } => view.prefix(prefix, from, want + 1),
-            ScanRange::Range { from, end } => view.range(from, end.as_deref(), want + 1),
-        }
-        .map_err(internal)?;
+        let (header, mut found) = self
+            .consistent_read(scan.consistency, || {
+                match &scan.range {
+                    ScanRange::Prefix { prefix, from } => view.prefix(prefix, from, want + 1),
+                    ScanRange::Range { from, end } => view.range(from, end.as_deref(), want + 1),
+                }
+                .map_err(internal)
+            })
+            .await?;
         let next_page_token = if found.len() > want {
             found.truncate(want);
             let mut token = found.last().map(|kv| kv.key.clone()).unwrap_or_default();

@@ -11,6 +11,9 @@ pub enum PlantedBug {
     /// Linearizable reads are served from local state without read-index and without
     /// redirecting to the leader: a lagging follower answers with stale data.
     StaleReads,
+    /// The leader's read lease lasts 10 s, far past the time its followers refuse to elect
+    /// another leader: a deposed leader goes on serving reads from its old state.
+    LongLease,
 }
 
 /// Reads the planted bug from the environment; an unknown name is an error.
@@ -23,8 +26,14 @@ pub fn from_env() -> Result<Option<PlantedBug>, String> {
             );
             Ok(Some(PlantedBug::StaleReads))
         }
+        Ok(v) if v == "long-lease" => {
+            tracing::error!(
+                "{ENV}=long-lease: this node's read lease outlives elections on purpose (test build behaviour)"
+            );
+            Ok(Some(PlantedBug::LongLease))
+        }
         Ok(v) => Err(format!(
-            "{ENV}={v:?} is not a known planted bug (known: stale-reads)"
+            "{ENV}={v:?} is not a known planted bug (known: stale-reads, long-lease)"
         )),
     }
 }

@@ -1,10 +1,11 @@
 //! Incoming peer RPCs: decodes openraft messages from `RaftPayload`s, hands them to the
 //! local Raft, and encodes the whole result (success or openraft error) back. RPCs from a
-//! peer cut off by an injected partition are refused.
+//! peer cut off by an injected partition are refused, and so are votes while this node
+//! holds a read lease (`read_index.rs`).
 
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest, VoteResponse};
 use openraft::Vote;
 use reprise_api::pb::raft::raft_server::Raft as RaftRpc;
 use reprise_api::pb::raft::RaftPayload;
@@ -15,6 +16,7 @@ use tonic::{Request, Response, Status};
 use reprise_storage::{NodeId, TypeConfig};
 
 use crate::partition::Partition;
+use crate::read_index::ReadBatcher;
 use crate::rejoin::LeaderHeard;
 use crate::Raft;
 
@@ -24,6 +26,8 @@ pub struct RaftService {
     pub partition: Arc<Partition>,
     /// Told about every AppendEntries answered (quiet rejoin, `rejoin.rs`).
     pub leader_heard: Arc<LeaderHeard>,
+    /// Asked before granting a vote: a lease holder refuses every vote.
+    pub reads: Arc<ReadBatcher>,
 }
 
 impl RaftService {
@@ -65,6 +69,12 @@ impl RaftRpc for RaftService {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(req)?;
         self.admit(&rpc.vote)?;
+        if self.reads.refuses_votes() {
+            let vote = self.raft.metrics().borrow().vote;
+            let refused: Result<VoteResponse<NodeId>, openraft::error::RaftError<NodeId>> =
+                Ok(VoteResponse::new(vote, None, false));
+            return encode(&refused);
+        }
         let result = self.raft.vote(rpc).await;
         encode(&result)
     }

@@ -1,15 +1,36 @@
-//! Batched linearizable reads. One read-index round (openraft's `ensure_linearizable`: a
-//! heartbeat round confirming leadership with a quorum, then waiting until the state
-//! machine applied everything the leader's log held when the round began) serves every
-//! read that arrived before the round started. A read that arrives while a round is in
-//! flight waits for the next one, since the running round may have begun before it.
-//! Without batching every read costs its own quorum round trip.
+//! Linearizable reads: under a leader lease when this node holds one, else through batched
+//! read-index rounds.
+//!
+//! **Rounds.** One read-index round (openraft's `ensure_linearizable`: a heartbeat round
+//! confirming leadership with a quorum, then waiting until the state machine applied
+//! everything the leader's log held when the round began) serves every read that arrived
+//! before the round started. A read that arrives while a round is in flight waits for the
+//! next one, since the running round may have begun before it.
+//!
+//! **Lease.** A round that began at `t0` and succeeded proves that a quorum accepted this
+//! leader's heartbeats, each sent after `t0`. openraft 0.9 makes a follower refuse every
+//! vote for `election_timeout_max` after it accepted the leader's message, and this node
+//! refuses votes itself while it holds a lease (`refuses_votes`, asked by the peer
+//! service): every quorum contains one of those nodes, so no other leader can be elected
+//! before `t0 + election_timeout_max`. The lease runs until `t0 + lease_for`, a fraction of
+//! that bound, so clocks that run at slightly different rates cannot break it. Within the
+//! lease no other node can commit anything, so the local state machine, once it applied
+//! everything in this leader's log, is the latest state: a read is served locally and
+//! checked against the lease again *after* it read, so a thread descheduled between the
+//! check and the read cannot serve an old state late. A read outside the lease, or whose
+//! lease ran out while it read, takes a round. A lease is tied to the term and membership
+//! it was won in, is suspended while leadership is handed over (`suspend_lease`), and is
+//! renewed by a background round once half of it has run out while reads keep coming.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{RaftMetrics, ServerState};
+use reprise_storage::types::LogId;
+use reprise_storage::{Member, NodeId};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tonic::Status;
 
 use crate::state::redirect;
@@ -23,19 +44,124 @@ type Waiter = oneshot::Sender<Result<(), Status>>;
 #[derive(Default)]
 struct Pending {
     running: bool,
+    /// A round was asked for with nobody waiting on it: the lease is running out.
+    renew: bool,
     waiters: Vec<Waiter>,
 }
 
-/// Coalesces concurrent linearizable reads into shared read-index rounds.
+/// A leadership lease won by a read-index round.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Lease {
+    term: u64,
+    membership: Option<LogId>,
+    until: Instant,
+}
+
 #[derive(Default)]
+struct LeaseState {
+    current: Option<Lease>,
+    suspended: bool,
+}
+
+/// Serves linearizable reads: coalesces rounds and keeps the leader lease.
 pub struct ReadBatcher {
     pending: Mutex<Pending>,
+    lease: Mutex<LeaseState>,
+    /// How long after a round began its lease lasts; zero turns leases off.
+    lease_for: Duration,
 }
 
 impl ReadBatcher {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        // Only a flag and a list of senders are held under the lock.
+    /// A batcher whose leases last `lease_for` from the start of the round that won them
+    /// (zero: no lease, every read takes a round).
+    pub fn new(lease_for: Duration) -> Self {
+        ReadBatcher {
+            pending: Mutex::default(),
+            lease: Mutex::default(),
+            lease_for,
+        }
+    }
+
+    /// The lease length that is safe under `config`: two thirds of the time a follower
+    /// refuses votes after hearing from the leader (openraft 0.9: `election_timeout_max`).
+    pub fn lease_for(config: &openraft::Config) -> Duration {
+        Duration::from_millis(config.election_timeout_max * 2 / 3)
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // Only flags and a list of senders are held under the lock.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lease_state(&self) -> MutexGuard<'_, LeaseState> {
+        // Only a few plain values are held under the lock.
+        self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves `read` linearizably: locally under the lease when this node holds one (and
+    /// the lease still holds once `read` returned), otherwise after a read-index round.
+    pub async fn read<T>(
+        self: &Arc<Self>,
+        raft: &Raft,
+        read: impl Fn() -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        if let Some(lease) = self.held_lease(raft) {
+            let target = raft.metrics().borrow().last_log_index;
+            wait_applied(raft, target).await?;
+            let value = read()?;
+            if self.lease_state().current == Some(lease) && Instant::now() < lease.until {
+                return Ok(value);
+            }
+        }
+        self.barrier(raft).await?;
+        read()
+    }
+
+    /// Whether this node holds a lease now: it must then refuse to vote for anyone, since
+    /// the lease counts on no other leader being elected before it ends.
+    pub fn refuses_votes(&self) -> bool {
+        self.lease_state()
+            .current
+            .is_some_and(|l| Instant::now() < l.until)
+    }
+
+    /// Drops the lease and wins no new one until `resume_lease`: leadership is about to be
+    /// handed over, and the new leader's election must not be refused.
+    pub fn suspend_lease(&self) {
+        let mut s = self.lease_state();
+        s.suspended = true;
+        s.current = None;
+    }
+
+    /// Lets rounds win leases again.
+    pub fn resume_lease(&self) {
+        self.lease_state().suspended = false;
+    }
+
+    /// The lease, if this node holds one for its current term and membership; asks for a
+    /// renewal when half of it has run out.
+    fn held_lease(self: &Arc<Self>, raft: &Raft) -> Option<Lease> {
+        let lease = self.lease_state().current?;
+        let now = Instant::now();
+        if now >= lease.until || !leads_under(&raft.metrics().borrow(), &lease) {
+            return None;
+        }
+        if lease.until - now < self.lease_for / 2 {
+            self.renew(raft);
+        }
+        Some(lease)
+    }
+
+    /// Starts a round with nobody waiting on it, unless one is running.
+    fn renew(self: &Arc<Self>, raft: &Raft) {
+        let start = {
+            let mut p = self.pending();
+            p.renew = true;
+            !std::mem::replace(&mut p.running, true)
+        };
+        if start {
+            self.spawn_rounds(raft);
+        }
     }
 
     /// Returns once a read-index round that began after this call confirmed leadership
@@ -43,55 +169,98 @@ impl ReadBatcher {
     pub async fn barrier(self: &Arc<Self>, raft: &Raft) -> Result<(), Status> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut p = self.lock();
+            let mut p = self.pending();
             p.waiters.push(tx);
             !std::mem::replace(&mut p.running, true)
         };
         if start {
-            let (me, raft) = (self.clone(), raft.clone());
-            tokio::spawn(async move { me.rounds(raft).await });
+            self.spawn_rounds(raft);
         }
         rx.await
             .map_err(|_| Status::unavailable("read-index round abandoned"))?
     }
 
-    /// Runs rounds until no read is waiting.
+    fn spawn_rounds(self: &Arc<Self>, raft: &Raft) {
+        let (me, raft) = (self.clone(), raft.clone());
+        tokio::spawn(async move { me.rounds(raft).await });
+    }
+
+    /// Runs rounds until no read is waiting and no renewal is asked for.
     async fn rounds(self: Arc<Self>, raft: Raft) {
         loop {
             let waiters = {
-                let mut p = self.lock();
-                if p.waiters.is_empty() {
+                let mut p = self.pending();
+                if p.waiters.is_empty() && !p.renew {
                     p.running = false;
                     return;
                 }
+                p.renew = false;
                 std::mem::take(&mut p.waiters)
             };
-            let result = round(&raft).await;
+            let result = self.round(&raft).await;
             for w in waiters {
                 let _ = w.send(result.clone());
             }
         }
     }
+
+    /// One read-index round; on success it also wins a lease starting when it began.
+    async fn round(&self, raft: &Raft) -> Result<(), Status> {
+        let began = Instant::now();
+        let (term, membership, target) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (
+                m.current_term,
+                m.membership_config.log_id().to_owned(),
+                // Everything this leader holds in its log when the round starts must be
+                // applied first. openraft's read index alone is not enough: a leader
+                // restarted in the same term does not know its commit index (0.9 does not
+                // persist it) and would serve a state machine that has not re-applied
+                // entries acknowledged before the crash.
+                m.last_log_index,
+            )
+        };
+        match raft.ensure_linearizable().await {
+            Ok(_) => {
+                let lease = Lease {
+                    term,
+                    membership,
+                    until: began + self.lease_for,
+                };
+                if !self.lease_for.is_zero() && leads_under(&raft.metrics().borrow(), &lease) {
+                    let mut s = self.lease_state();
+                    if !s.suspended && s.current.is_none_or(|c| c.until < lease.until) {
+                        s.current = Some(lease);
+                    }
+                }
+                wait_applied(raft, target).await
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(redirect(&f)),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => Err(
+                Status::unavailable(format!("leader cannot reach a quorum: {q}")),
+            ),
+            Err(RaftError::Fatal(f)) => Err(Status::unavailable(format!("raft stopped: {f}"))),
+        }
+    }
 }
 
-/// One read-index round.
-async fn round(raft: &Raft) -> Result<(), Status> {
-    // Everything this leader holds in its log when the round starts must be applied first.
-    // openraft's read index alone is not enough: a leader restarted in the same term does
-    // not know its commit index (0.9 does not persist it) and would serve a state machine
-    // that has not re-applied entries acknowledged before the crash.
-    let target = raft.metrics().borrow().last_log_index;
-    match raft.ensure_linearizable().await {
-        Ok(_) => raft
-            .wait(Some(READ_WAIT))
-            .applied_index_at_least(target, "linearizable read")
-            .await
-            .map(|_| ())
-            .map_err(|e| Status::unavailable(format!("cannot serve a linearizable read yet: {e}"))),
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(redirect(&f)),
-        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => Err(
-            Status::unavailable(format!("leader cannot reach a quorum: {q}")),
-        ),
-        Err(RaftError::Fatal(f)) => Err(Status::unavailable(format!("raft stopped: {f}"))),
+/// Whether `m` shows this node leading in the term and membership `lease` was won in.
+fn leads_under(m: &RaftMetrics<NodeId, Member>, lease: &Lease) -> bool {
+    m.state == ServerState::Leader
+        && m.current_term == lease.term
+        && *m.membership_config.log_id() == lease.membership
+}
+
+/// Waits until the state machine applied the entry at `target`.
+async fn wait_applied(raft: &Raft, target: Option<u64>) -> Result<(), Status> {
+    let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
+    if applied >= target {
+        return Ok(());
     }
+    raft.wait(Some(READ_WAIT))
+        .applied_index_at_least(target, "linearizable read")
+        .await
+        .map(|_| ())
+        .map_err(|e| Status::unavailable(format!("cannot serve a linearizable read yet: {e}")))
 }

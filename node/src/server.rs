@@ -22,6 +22,7 @@ use crate::hlc::{Hlc, SystemClock};
 use crate::kv_service::KvService;
 use crate::network::PeerNetwork;
 use crate::raft_service::RaftService;
+use crate::read_index::ReadBatcher;
 use crate::rejoin::{self, LeaderHeard};
 use crate::state::NodeState;
 use crate::Raft;
@@ -94,6 +95,10 @@ pub async fn run(
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     let leader_heard = Arc::new(LeaderHeard::default());
     rejoin::hold_elections(&raft, leader_heard.clone(), rejoin::grace(raft.config()));
+    let lease_for = match planted_bug {
+        Some(crate::planted::PlantedBug::LongLease) => std::time::Duration::from_secs(10),
+        _ => ReadBatcher::lease_for(raft.config()),
+    };
     let clock = Arc::new(SystemClock::default());
     let (proposals, proposal_rx) = crate::proposer::channel();
     let state = Arc::new(NodeState {
@@ -113,7 +118,7 @@ pub async fn run(
         archive_enabled: config.archive.enabled(),
         archive_status: Default::default(),
         partition,
-        reads: Default::default(),
+        reads: Arc::new(ReadBatcher::new(lease_for)),
         backup_lock: Default::default(),
         proposals,
     });
@@ -174,6 +179,7 @@ async fn serve(
         raft: state.raft.clone(),
         partition: state.partition.clone(),
         leader_heard,
+        reads: state.reads.clone(),
     })
     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);

@@ -1,8 +1,9 @@
 //! Leader transfer on openraft 0.9, which has no transfer primitive. The leader refuses
 //! new writes, waits until the target has every log entry, stops heartbeats (so the
 //! followers' leader lease runs out), and asks the target to campaign just after the
-//! lease expires, before any other follower's election timer fires. Heartbeats and writes
-//! are restored on every path.
+//! lease expires, before any other follower's election timer fires. Its own read lease is
+//! suspended meanwhile (a lease holder refuses votes, `read_index.rs`). Heartbeats, writes
+//! and leases are restored on every path.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,13 +21,14 @@ use crate::state::NodeState;
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(10);
 
-/// Restores heartbeats and writes when the transfer ends, however it ends.
+/// Restores heartbeats, writes and read leases when the transfer ends, however it ends.
 struct Pause<'a>(&'a NodeState);
 
 impl Drop for Pause<'_> {
     fn drop(&mut self) {
         self.0.raft.runtime_config().heartbeat(true);
         self.0.transferring.store(false, Ordering::Release);
+        self.0.reads.resume_lease();
     }
 }
 
@@ -50,6 +52,7 @@ pub async fn transfer_leader(state: &Arc<NodeState>, to: NodeId) -> Result<NodeI
         .clone();
     let started = Instant::now();
     state.transferring.store(true, Ordering::Release);
+    state.reads.suspend_lease();
     let _pause = Pause(state);
     wait_caught_up(state, to, started).await?;
     state.raft.runtime_config().heartbeat(false);

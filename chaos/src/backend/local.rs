@@ -1,7 +1,8 @@
 //! Local backend: N sites × M nodes as `reprise node` processes on 127.0.0.1, each with
 //! its own config, data directory and log file under one directory, described by
 //! `DIR/cluster.json`. `up` returns only when a leader commits writes; every process is
-//! stopped by pid (checked against its command line), also when the owner panics.
+//! stopped by pid (checked against its command line), also when the owner panics. Peer
+//! links are cut through each node's partition seam (`cut`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use reprise_api::client::Retry;
 use reprise_api::pb::admin as apb;
 use reprise_api::{Client, ClientError, ClientOptions};
 use serde::{Deserialize, Serialize};
@@ -383,6 +385,18 @@ fn plan_node(dir: &Path, id: u64, site: &str) -> Result<LocalNode> {
     })
 }
 
+/// Which links between the victims and the others a partition cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Every link restored.
+    Heal,
+    /// Both directions of every link.
+    Both,
+    /// Only messages from the others to the victims (the victims' own requests, and the
+    /// answers to them, still arrive).
+    IntoVictims,
+}
+
 impl LocalCluster {
     async fn bootstrap(&mut self, initialize: bool) -> Result<()> {
         for node in &self.file.nodes {
@@ -528,6 +542,56 @@ impl LocalCluster {
     /// Address of node `id`.
     pub fn addr(&self, id: u64) -> Result<String> {
         Ok(self.file.node(id)?.addr.clone())
+    }
+
+    /// Cuts (or, with `Cut::Heal`, restores) the links between `victims` and the other
+    /// running nodes through each node's partition seam; clients still reach every node.
+    /// Returns whether every node confirmed exactly the links asked for.
+    pub async fn cut(&self, victims: &[u64], cut: Cut) -> Result<bool> {
+        let running = self.running();
+        let others: Vec<u64> = running
+            .iter()
+            .copied()
+            .filter(|id| !victims.contains(id))
+            .collect();
+        let mut confirmed = true;
+        for id in &running {
+            let is_victim = victims.contains(id);
+            let (mut to, mut from): (Vec<u64>, Vec<u64>) = match (cut, is_victim) {
+                (Cut::Heal, _) => (Vec::new(), Vec::new()),
+                (Cut::Both, true) => (others.clone(), others.clone()),
+                (Cut::Both, false) => (victims.to_vec(), victims.to_vec()),
+                // The others do not send to the victims, and the victims refuse what the
+                // others send: that direction is gone both ways it could be observed.
+                (Cut::IntoVictims, true) => (Vec::new(), others.clone()),
+                (Cut::IntoVictims, false) => (victims.to_vec(), Vec::new()),
+            };
+            to.sort_unstable();
+            from.sort_unstable();
+            let client =
+                Client::new(&[self.addr(*id)?], ClientOptions::default()).map_err(|source| {
+                    LocalError::Client {
+                        what: "connect",
+                        source,
+                    }
+                })?;
+            let asked = apb::PartitionLinks {
+                block_to: to,
+                block_from: from,
+            };
+            let resp = client
+                .call(Retry::Idempotent, |c| {
+                    let asked = asked.clone();
+                    async move { Client::admin(c).set_partition(asked).await }
+                })
+                .await
+                .map_err(|source| LocalError::Client {
+                    what: "set a partition",
+                    source,
+                })?;
+            confirmed &= resp == asked;
+        }
+        Ok(confirmed)
     }
 
     /// Ids of nodes whose processes this cluster handle runs.

@@ -8,7 +8,7 @@ use reprise_api::pb::admin as apb;
 use reprise_api::Client;
 
 use super::{DrillError, DrillOptions, Run, Scenario};
-use crate::backend::local::{self, LocalCluster};
+use crate::backend::local::{self, Cut, LocalCluster};
 use crate::checker::convergence::NodeChecksum;
 
 const RTO_DEADLINE: Duration = Duration::from_secs(30);
@@ -239,58 +239,9 @@ async fn isolation_took_effect(run: &mut Run<'_>, victims: &[u64]) -> Result<(),
     Ok(())
 }
 
-/// Cuts (or, with `cut` false, restores) every link between `victims` and the other
-/// running nodes, in both directions, through each node's partition seam. Returns whether
-/// every node confirmed exactly the links asked for.
-/// Which links between the victims and the others a partition cuts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    /// Every link restored.
-    Heal,
-    /// Both directions of every link.
-    Both,
-    /// Only messages from the others to the victims (the victims' own requests, and the
-    /// answers to them, still arrive).
-    IntoVictims,
-}
-
 /// Sets the partition on every running node; whether every node confirmed it.
 async fn cut_off(run: &Run<'_>, victims: &[u64], cut: Cut) -> Result<bool, DrillError> {
-    let running = run.cluster.running();
-    let others: Vec<u64> = running
-        .iter()
-        .copied()
-        .filter(|id| !victims.contains(id))
-        .collect();
-    let mut confirmed = true;
-    for id in &running {
-        let is_victim = victims.contains(id);
-        let (mut to, mut from): (Vec<u64>, Vec<u64>) = match (cut, is_victim) {
-            (Cut::Heal, _) => (Vec::new(), Vec::new()),
-            (Cut::Both, true) => (others.clone(), others.clone()),
-            (Cut::Both, false) => (victims.to_vec(), victims.to_vec()),
-            // The others do not send to the victims, and the victims refuse what the
-            // others send: that direction is gone both ways it could be observed.
-            (Cut::IntoVictims, true) => (Vec::new(), others.clone()),
-            (Cut::IntoVictims, false) => (victims.to_vec(), Vec::new()),
-        };
-        to.sort_unstable();
-        from.sort_unstable();
-        let addr = run.cluster.addr(*id)?;
-        let client = Client::new(std::slice::from_ref(&addr), Default::default())?;
-        let asked = apb::PartitionLinks {
-            block_to: to,
-            block_from: from,
-        };
-        let resp = client
-            .call(Retry::Idempotent, |c| {
-                let asked = asked.clone();
-                async move { Client::admin(c).set_partition(asked).await }
-            })
-            .await?;
-        confirmed &= resp == asked;
-    }
-    Ok(confirmed)
+    Ok(run.cluster.cut(victims, cut).await?)
 }
 
 /// The site-fire runbook: a node whose disk is gone rejoins under a new id (learner, then

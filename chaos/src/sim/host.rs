@@ -1,7 +1,8 @@
 //! The software of one simulated node: openraft with the real state machine
 //! (`reprise_storage::StateMachineStore` on sled, applying the real commands) over the
 //! simulated disk and network, the HLC stamping writes from simulated time, and the real
-//! batched read-index barrier for linearizable reads. A crash drops all of it; the disk
+//! linearizable read path (leader lease, else batched read-index rounds; a lease holder
+//! refuses votes, as the real peer service does). A crash drops all of it; the disk
 //! ([`SimDisk`]) survives. Each incarnation starts an empty state machine, so a restarted
 //! node rebuilds its state by re-applying its log (the simulation never snapshots).
 
@@ -12,6 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::raft::VoteResponse;
 use reprise_node::hlc::{Clock, Hlc};
 use reprise_node::read_index::ReadBatcher;
 use reprise_node::Raft;
@@ -99,14 +101,9 @@ pub async fn run(slot: Rc<NodeSlot>) -> turmoil::Result {
     let state_machine = StateMachineStore::open(&dir)?;
     let view = state_machine.view();
     let log = SimLogStore::new(slot.disk.clone(), slot.fsync, slot.bug);
-    let raft = Raft::new(
-        slot.id,
-        Arc::new(raft_config()?),
-        SimNetwork,
-        log,
-        state_machine,
-    )
-    .await?;
+    let config = Arc::new(raft_config()?);
+    let reads = Arc::new(ReadBatcher::new(ReadBatcher::lease_for(&config)));
+    let raft = Raft::new(slot.id, config, SimNetwork, log, state_machine).await?;
     if first_boot {
         // Every node initializes with the same membership; openraft accepts that.
         raft.initialize(members()).await?;
@@ -120,7 +117,7 @@ pub async fn run(slot: Rc<NodeSlot>) -> turmoil::Result {
         raft,
         view,
         hlc: Hlc::new(Arc::new(SimClock)),
-        reads: Arc::new(ReadBatcher::default()),
+        reads,
     });
     let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
     loop {
@@ -154,6 +151,10 @@ impl Serving {
     async fn answer(&self, req: Request) -> Response {
         match req {
             Request::Append(rpc) => Response::Append(self.raft.append_entries(rpc).await),
+            Request::Vote(_) if self.reads.refuses_votes() => {
+                let vote = self.raft.metrics().borrow().vote;
+                Response::Vote(Ok(VoteResponse::new(vote, None, false)))
+            }
             Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
             Request::Put { key, value } => {
                 if self.leader() != Some(self.id) {
@@ -175,37 +176,43 @@ impl Serving {
                     Err(e) => Response::Error(e.to_string()),
                 }
             }
-            Request::Get { key } => match self.barrier().await {
-                Err(resp) => resp,
-                Ok(()) => match self.view.get(key.as_bytes()) {
-                    Ok(v) => Response::Value(v.map(|v| v.value)),
-                    Err(e) => Response::Error(e.to_string()),
-                },
-            },
-            Request::Scan { prefix } => match self.barrier().await {
-                Err(resp) => resp,
-                Ok(()) => match self.view.prefix(prefix.as_bytes(), b"", SCAN_KEYS_MAX) {
-                    Ok(kvs) => Response::Keys(
+            Request::Get { key } => {
+                self.linearizable(|view| {
+                    let v = view.get(key.as_bytes())?;
+                    Ok(Response::Value(v.map(|v| v.value)))
+                })
+                .await
+            }
+            Request::Scan { prefix } => {
+                self.linearizable(|view| {
+                    let kvs = view.prefix(prefix.as_bytes(), b"", SCAN_KEYS_MAX)?;
+                    Ok(Response::Keys(
                         kvs.into_iter()
                             .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
                             .collect(),
-                    ),
-                    Err(e) => Response::Error(e.to_string()),
-                },
-            },
+                    ))
+                })
+                .await
+            }
         }
     }
 
-    /// The node's linearizable-read barrier, or the answer to give instead.
-    async fn barrier(&self) -> Result<(), Response> {
+    /// Serves `read` through the node's linearizable read path, or the answer to give
+    /// instead.
+    async fn linearizable(
+        &self,
+        read: impl Fn(&KvView) -> Result<Response, reprise_storage::StateMachineError>,
+    ) -> Response {
         if self.leader() != Some(self.id) {
-            return Err(Response::NotLeader {
+            return Response::NotLeader {
                 leader: self.leader(),
-            });
+            };
         }
         self.reads
-            .barrier(&self.raft)
+            .read(&self.raft, || {
+                Ok(read(&self.view).unwrap_or_else(|e| Response::Error(e.to_string())))
+            })
             .await
-            .map_err(|s| Response::Error(s.message().to_string()))
+            .unwrap_or_else(|s| Response::Error(s.message().to_string()))
     }
 }
