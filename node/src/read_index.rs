@@ -21,6 +21,10 @@
 //! lease ran out while it read, takes a round. A lease is tied to the term and membership
 //! it was won in, is suspended while leadership is handed over (`suspend_lease`), and is
 //! renewed by a background round once half of it has run out while reads keep coming.
+//!
+//! **Restarts.** openraft keeps a follower's refusal in memory only: a follower restarted
+//! within a leader's lease would vote at once. So a node also refuses every vote for
+//! `election_timeout_max` after it started, the refusal it may have owed before the crash.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -69,23 +73,30 @@ pub struct ReadBatcher {
     lease: Mutex<LeaseState>,
     /// How long after a round began its lease lasts; zero turns leases off.
     lease_for: Duration,
+    /// Votes are refused until then (start plus `election_timeout_max`).
+    votes_held_until: Instant,
 }
 
 impl ReadBatcher {
-    /// A batcher whose leases last `lease_for` from the start of the round that won them
-    /// (zero: no lease, every read takes a round).
-    pub fn new(lease_for: Duration) -> Self {
+    /// A batcher for a node starting now under `config`, with the safe lease length: two
+    /// thirds of the time a follower refuses votes after hearing from the leader
+    /// (openraft 0.9: `election_timeout_max`).
+    pub fn for_config(config: &openraft::Config) -> Self {
+        Self::with_lease(
+            config,
+            Duration::from_millis(config.election_timeout_max * 2 / 3),
+        )
+    }
+
+    /// Like `for_config`, with leases of `lease_for` (zero: no lease, every read takes a
+    /// round). Longer than the safe length only for a planted bug.
+    pub fn with_lease(config: &openraft::Config, lease_for: Duration) -> Self {
         ReadBatcher {
             pending: Mutex::default(),
             lease: Mutex::default(),
             lease_for,
+            votes_held_until: Instant::now() + Duration::from_millis(config.election_timeout_max),
         }
-    }
-
-    /// The lease length that is safe under `config`: two thirds of the time a follower
-    /// refuses votes after hearing from the leader (openraft 0.9: `election_timeout_max`).
-    pub fn lease_for(config: &openraft::Config) -> Duration {
-        Duration::from_millis(config.election_timeout_max * 2 / 3)
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
@@ -109,7 +120,11 @@ impl ReadBatcher {
             let target = raft.metrics().borrow().last_log_index;
             wait_applied(raft, target).await?;
             let value = read()?;
-            if self.lease_state().current == Some(lease) && Instant::now() < lease.until {
+            let now = Instant::now();
+            let still = self.lease_state().current.is_some_and(|c| {
+                c.term == lease.term && c.membership == lease.membership && now < c.until
+            });
+            if still {
                 return Ok(value);
             }
         }
@@ -117,12 +132,12 @@ impl ReadBatcher {
         read()
     }
 
-    /// Whether this node holds a lease now: it must then refuse to vote for anyone, since
-    /// the lease counts on no other leader being elected before it ends.
+    /// Whether this node must refuse to vote for anyone now: it holds a lease, which counts
+    /// on no other leader being elected before it ends, or it started too recently to know
+    /// whether it owes another leader that refusal.
     pub fn refuses_votes(&self) -> bool {
-        self.lease_state()
-            .current
-            .is_some_and(|l| Instant::now() < l.until)
+        let now = Instant::now();
+        now < self.votes_held_until || self.lease_state().current.is_some_and(|l| now < l.until)
     }
 
     /// Drops the lease and wins no new one until `resume_lease`: leadership is about to be
@@ -263,4 +278,51 @@ async fn wait_applied(raft: &Raft, target: Option<u64>) -> Result<(), Status> {
         .await
         .map(|_| ())
         .map_err(|e| Status::unavailable(format!("cannot serve a linearizable read yet: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> openraft::Config {
+        openraft::Config {
+            heartbeat_interval: 30,
+            election_timeout_min: 110,
+            election_timeout_max: 180,
+            ..Default::default()
+        }
+    }
+
+    /// A restarted node may have accepted a leader's heartbeat just before it crashed:
+    /// it owes that leader the followers' refusal to vote, which openraft forgot.
+    #[tokio::test(start_paused = true)]
+    async fn a_started_node_refuses_votes_for_election_timeout_max() {
+        let reads = ReadBatcher::for_config(&config());
+        assert!(reads.refuses_votes());
+        tokio::time::advance(Duration::from_millis(179)).await;
+        assert!(reads.refuses_votes());
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(!reads.refuses_votes());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_holder_refuses_votes_until_its_lease_ends_or_is_suspended() {
+        let reads = ReadBatcher::for_config(&config());
+        assert_eq!(reads.lease_for, Duration::from_millis(120));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(!reads.refuses_votes());
+        let lease = |until| Lease {
+            term: 2,
+            membership: None,
+            until,
+        };
+        reads.lease_state().current = Some(lease(Instant::now() + reads.lease_for));
+        assert!(reads.refuses_votes());
+        tokio::time::advance(reads.lease_for).await;
+        assert!(!reads.refuses_votes(), "the lease ended");
+
+        reads.lease_state().current = Some(lease(Instant::now() + reads.lease_for));
+        reads.suspend_lease();
+        assert!(!reads.refuses_votes(), "a suspended lease is dropped");
+    }
 }

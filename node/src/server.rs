@@ -95,9 +95,11 @@ pub async fn run(
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     let leader_heard = Arc::new(LeaderHeard::default());
     rejoin::hold_elections(&raft, leader_heard.clone(), rejoin::grace(raft.config()));
-    let lease_for = match planted_bug {
-        Some(crate::planted::PlantedBug::LongLease) => std::time::Duration::from_secs(10),
-        _ => ReadBatcher::lease_for(raft.config()),
+    let reads = match planted_bug {
+        Some(crate::planted::PlantedBug::LongLease) => {
+            ReadBatcher::with_lease(raft.config(), std::time::Duration::from_secs(10))
+        }
+        _ => ReadBatcher::for_config(raft.config()),
     };
     let clock = Arc::new(SystemClock::default());
     let (proposals, proposal_rx) = crate::proposer::channel();
@@ -118,7 +120,7 @@ pub async fn run(
         archive_enabled: config.archive.enabled(),
         archive_status: Default::default(),
         partition,
-        reads: Arc::new(ReadBatcher::new(lease_for)),
+        reads: Arc::new(reads),
         backup_lock: Default::default(),
         proposals,
     });
