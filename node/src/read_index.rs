@@ -23,8 +23,14 @@
 //! renewed by a background round once half of it has run out while reads keep coming.
 //!
 //! **Restarts.** openraft keeps a follower's refusal in memory only: a follower restarted
-//! within a leader's lease would vote at once. So a node also refuses every vote for
-//! `election_timeout_max` after it started, the refusal it may have owed before the crash.
+//! within a leader's lease would vote at once. So a node that had voted before (its log
+//! holds a vote) also refuses every vote for `election_timeout_max` after it started, the
+//! refusal it may have owed before the crash. A node that never voted owes none.
+//!
+//! **Leases are off** (`for_config` gives none): with them on, the simulation's power loss
+//! of a quorum (`chaos/tests/simulation.rs`) returned final reads missing acknowledged
+//! writes, and the cause is not yet understood. The planted `long-lease` bug switches a
+//! 10 s lease on for the deposed-leader test.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -78,25 +84,37 @@ pub struct ReadBatcher {
 }
 
 impl ReadBatcher {
-    /// A batcher for a node starting now under `config`, with the safe lease length: two
-    /// thirds of the time a follower refuses votes after hearing from the leader
-    /// (openraft 0.9: `election_timeout_max`).
-    pub fn for_config(config: &openraft::Config) -> Self {
-        Self::with_lease(
-            config,
-            Duration::from_millis(config.election_timeout_max * 2 / 3),
-        )
-    }
-
-    /// Like `for_config`, with leases of `lease_for` (zero: no lease, every read takes a
-    /// round). Longer than the safe length only for a planted bug.
-    pub fn with_lease(config: &openraft::Config, lease_for: Duration) -> Self {
+    /// A batcher for a node starting now under `config`. Leases are OFF: the simulation's
+    /// power loss of a quorum (`chaos/tests/simulation.rs`) made lease reads return states
+    /// missing acknowledged writes, not yet explained (`safe_lease_for` is the length they would have).
+    /// `voted_before`: the node's log holds a vote, so it may owe a leader the refusal to
+    /// vote (see the module comment).
+    pub fn for_config(config: &openraft::Config, voted_before: bool) -> Self {
+        let follower_lease = Duration::from_millis(config.election_timeout_max);
+        let now = Instant::now();
         ReadBatcher {
             pending: Mutex::default(),
             lease: Mutex::default(),
-            lease_for,
-            votes_held_until: Instant::now() + Duration::from_millis(config.election_timeout_max),
+            lease_for: Duration::ZERO,
+            votes_held_until: if voted_before {
+                now + follower_lease
+            } else {
+                now
+            },
         }
+    }
+
+    /// The same batcher with leases of `lease_for` (zero: no lease, every read takes a
+    /// round): `safe_lease_for` of the config, or longer for a planted bug.
+    pub fn with_lease_for(self, lease_for: Duration) -> Self {
+        ReadBatcher { lease_for, ..self }
+    }
+
+    /// The lease length the argument in the module comment allows under `config`: two
+    /// thirds of the time a follower refuses votes after hearing from the leader
+    /// (openraft 0.9: `election_timeout_max`).
+    pub fn safe_lease_for(config: &openraft::Config) -> Duration {
+        Duration::from_millis(config.election_timeout_max) * 2 / 3
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
@@ -121,9 +139,7 @@ impl ReadBatcher {
             wait_applied(raft, target).await?;
             let value = read()?;
             let now = Instant::now();
-            let still = self.lease_state().current.is_some_and(|c| {
-                c.term == lease.term && c.membership == lease.membership && now < c.until
-            });
+            let still = self.lease_state().current == Some(lease) && now < lease.until;
             if still {
                 return Ok(value);
             }
@@ -296,8 +312,12 @@ mod tests {
     /// A restarted node may have accepted a leader's heartbeat just before it crashed:
     /// it owes that leader the followers' refusal to vote, which openraft forgot.
     #[tokio::test(start_paused = true)]
-    async fn a_started_node_refuses_votes_for_election_timeout_max() {
-        let reads = ReadBatcher::for_config(&config());
+    async fn a_restarted_node_refuses_votes_for_election_timeout_max() {
+        assert!(
+            !ReadBatcher::for_config(&config(), false).refuses_votes(),
+            "a node that never voted owes no refusal"
+        );
+        let reads = ReadBatcher::for_config(&config(), true);
         assert!(reads.refuses_votes());
         tokio::time::advance(Duration::from_millis(179)).await;
         assert!(reads.refuses_votes());
@@ -307,7 +327,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lease_holder_refuses_votes_until_its_lease_ends_or_is_suspended() {
-        let reads = ReadBatcher::for_config(&config());
+        let reads = ReadBatcher::for_config(&config(), true)
+            .with_lease_for(ReadBatcher::safe_lease_for(&config()));
         assert_eq!(reads.lease_for, Duration::from_millis(120));
         tokio::time::advance(Duration::from_millis(200)).await;
         assert!(!reads.refuses_votes());

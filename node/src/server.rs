@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use openraft::storage::RaftLogStorage;
 use reprise_api::limits::GRPC_MESSAGE_BYTES_MAX;
 use reprise_api::pb::admin::admin_server::AdminServer;
 use reprise_api::pb::backup::backup_server::BackupServer;
@@ -75,6 +76,11 @@ pub async fn run(
         },
     )?;
     let log_hlc = log.hlc_watermark();
+    let voted_before = log
+        .read_vote()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?
+        .is_some();
     let sm = StateMachineStore::open(&sm_dir)?;
     let view = sm.view();
     let archived = sm.archived_through();
@@ -95,11 +101,12 @@ pub async fn run(
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     let leader_heard = Arc::new(LeaderHeard::default());
     rejoin::hold_elections(&raft, leader_heard.clone(), rejoin::grace(raft.config()));
+    let reads = ReadBatcher::for_config(raft.config(), voted_before);
     let reads = match planted_bug {
         Some(crate::planted::PlantedBug::LongLease) => {
-            ReadBatcher::with_lease(raft.config(), std::time::Duration::from_secs(10))
+            reads.with_lease_for(std::time::Duration::from_secs(10))
         }
-        _ => ReadBatcher::for_config(raft.config()),
+        _ => reads,
     };
     let clock = Arc::new(SystemClock::default());
     let (proposals, proposal_rx) = crate::proposer::channel();

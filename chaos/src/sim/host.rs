@@ -102,7 +102,7 @@ pub async fn run(slot: Rc<NodeSlot>) -> turmoil::Result {
     let view = state_machine.view();
     let log = SimLogStore::new(slot.disk.clone(), slot.fsync, slot.bug);
     let config = Arc::new(raft_config()?);
-    let reads = Arc::new(ReadBatcher::for_config(&config));
+    let reads = Arc::new(ReadBatcher::for_config(&config, !first_boot));
     let raft = Raft::new(slot.id, config, SimNetwork, log, state_machine).await?;
     if first_boot {
         // Every node initializes with the same membership; openraft accepts that.
