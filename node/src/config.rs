@@ -138,8 +138,8 @@ pub struct RaftSettings {
     pub election_timeout_ms_min: u64,
     /// Upper bound of the randomized election timeout; also the leader lease, during which
     /// followers refuse to vote for another candidate. A follower campaigns once it has
-    /// heard nothing for the lease plus its election timeout: 290–360 ms by default.
-    /// Default: 180.
+    /// heard nothing for the lease plus its election timeout: 290–360 ms by default. The
+    /// leader's read lease is two thirds of it (`read_index.rs`). Default: 180.
     pub election_timeout_ms_max: u64,
     /// Build a snapshot after this many applied entries. Default: 10000.
     pub snapshot_logs_since_last: u64,

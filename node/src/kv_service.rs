@@ -1,6 +1,6 @@
 //! The public key-value gRPC service. Writes go through Raft on the leader (others answer
-//! with a redirect); reads are linearizable (through a shared read-index round,
-//! `read_index`) unless the request asks for a stale read.
+//! with a redirect); reads are linearizable (under the leader's lease or through a shared
+//! read-index round, `read_index`) unless the request asks for a stale read.
 
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ impl KvService {
 
     /// Serves `read` at the requested consistency, with the header saying how it was
     /// served: linearizable reads go through `read_index` (under the leader lease, or after
-    /// a read-index round; leases are off by default).
+    /// a read-index round).
     async fn consistent_read<T>(
         &self,
         consistency: Consistency,

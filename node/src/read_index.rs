@@ -26,11 +26,6 @@
 //! within a leader's lease would vote at once. So a node that had voted before (its log
 //! holds a vote) also refuses every vote for `election_timeout_max` after it started, the
 //! refusal it may have owed before the crash. A node that never voted owes none.
-//!
-//! **Leases are off** (`for_config` gives none): with them on, the simulation's power loss
-//! of a quorum (`chaos/tests/simulation.rs`) returned final reads missing acknowledged
-//! writes, and the cause is not yet understood. The planted `long-lease` bug switches a
-//! 10 s lease on for the deposed-leader test.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -84,9 +79,7 @@ pub struct ReadBatcher {
 }
 
 impl ReadBatcher {
-    /// A batcher for a node starting now under `config`. Leases are OFF: the simulation's
-    /// power loss of a quorum (`chaos/tests/simulation.rs`) made lease reads return states
-    /// missing acknowledged writes, not yet explained (`safe_lease_for` is the length they would have).
+    /// A batcher for a node starting now under `config`, with leases of `safe_lease_for`.
     /// `voted_before`: the node's log holds a vote, so it may owe a leader the refusal to
     /// vote (see the module comment).
     pub fn for_config(config: &openraft::Config, voted_before: bool) -> Self {
@@ -95,7 +88,7 @@ impl ReadBatcher {
         ReadBatcher {
             pending: Mutex::default(),
             lease: Mutex::default(),
-            lease_for: Duration::ZERO,
+            lease_for: Self::safe_lease_for(config),
             votes_held_until: if voted_before {
                 now + follower_lease
             } else {
@@ -139,7 +132,10 @@ impl ReadBatcher {
             wait_applied(raft, target).await?;
             let value = read()?;
             let now = Instant::now();
-            let still = self.lease_state().current == Some(lease) && now < lease.until;
+            // A lease renewed meanwhile (same term and membership) holds the read as well.
+            let still = self.lease_state().current.is_some_and(|c| {
+                c.term == lease.term && c.membership == lease.membership && now < c.until
+            });
             if still {
                 return Ok(value);
             }

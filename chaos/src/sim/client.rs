@@ -35,7 +35,9 @@ pub const SET_PREFIX: &str = "set/";
 pub enum Phase {
     /// Workload running, faults being injected.
     Load,
-    /// Faults healed, workload stopped, waiting for the replicas to converge.
+    /// Faults healed, workload stopping: each client finishes the operation it is in.
+    /// Once none is in flight (`workloads_running` is 0), waiting for the replicas to
+    /// converge.
     Converging,
     /// The final reads may run.
     FinalReads,
@@ -52,6 +54,9 @@ pub struct Shared {
     pub final_error: RefCell<Option<String>>,
     /// Simulated time the workload was told to stop (0 while it runs).
     pub load_ended_ns: Cell<u64>,
+    /// Workload clients that have not returned yet. The final reads wait for 0: a write
+    /// still in flight when they ran could be acknowledged after them, and would look lost.
+    pub workloads_running: Cell<u32>,
     next_id: Cell<u64>,
 }
 
@@ -64,6 +69,7 @@ impl Default for Shared {
             final_set: RefCell::default(),
             final_error: RefCell::default(),
             load_ended_ns: Cell::new(0),
+            workloads_running: Cell::new(0),
             next_id: Cell::new(0),
         }
     }
@@ -144,8 +150,28 @@ fn decode_value(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 
+/// Counts a workload client as running until dropped.
+struct Running<'a>(&'a Shared);
+
+impl<'a> Running<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        shared
+            .workloads_running
+            .set(shared.workloads_running.get() + 1);
+        Running(shared)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let n = self.0.workloads_running.get();
+        self.0.workloads_running.set(n.saturating_sub(1));
+    }
+}
+
 /// One workload client: register writes and reads and set inserts until the load phase ends.
 pub async fn workload(shared: Rc<Shared>, plan: SimPlan, process: u64) -> turmoil::Result {
+    let _running = Running::start(&shared);
     let mut rng = StdRng::seed_from_u64(plan.seed ^ (process + 1).wrapping_mul(0x9E37_79B9));
     let mut router = Router {
         leader: process % NODES + 1,

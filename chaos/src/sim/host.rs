@@ -2,7 +2,7 @@
 //! (`reprise_storage::StateMachineStore` on sled, applying the real commands) over the
 //! simulated disk and network, the HLC stamping writes from simulated time, and the real
 //! linearizable read path (leader lease, else batched read-index rounds; a lease holder
-//! refuses votes, as the real peer service does). A crash drops all of it; the disk
+//! refuses votes, as the real peer service does) and quiet rejoin. A crash drops all of it; the disk
 //! ([`SimDisk`]) survives. Each incarnation starts an empty state machine, so a restarted
 //! node rebuilds its state by re-applying its log (the simulation never snapshots).
 
@@ -16,6 +16,7 @@ use std::time::Duration;
 use openraft::raft::VoteResponse;
 use reprise_node::hlc::{Clock, Hlc};
 use reprise_node::read_index::ReadBatcher;
+use reprise_node::rejoin::{self, LeaderHeard};
 use reprise_node::Raft;
 use reprise_storage::{Command, KvView, Member, NodeId, Operation, StateMachineStore};
 use turmoil::net::{TcpListener, TcpStream};
@@ -104,6 +105,10 @@ pub async fn run(slot: Rc<NodeSlot>) -> turmoil::Result {
     let config = Arc::new(raft_config()?);
     let reads = Arc::new(ReadBatcher::for_config(&config, !first_boot));
     let raft = Raft::new(slot.id, config, SimNetwork, log, state_machine).await?;
+    // Quiet rejoin, as in the real node: no campaign before a leader was heard or the
+    // grace passed (the read lease counts on a restarted node not electing itself).
+    let leader_heard = Arc::new(LeaderHeard::default());
+    rejoin::hold_elections(&raft, leader_heard.clone(), rejoin::grace(raft.config()));
     if first_boot {
         // Every node initializes with the same membership; openraft accepts that.
         raft.initialize(members()).await?;
@@ -118,6 +123,7 @@ pub async fn run(slot: Rc<NodeSlot>) -> turmoil::Result {
         view,
         hlc: Hlc::new(Arc::new(SimClock)),
         reads,
+        leader_heard,
     });
     let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
     loop {
@@ -132,6 +138,8 @@ struct Serving {
     view: KvView,
     hlc: Hlc,
     reads: Arc<ReadBatcher>,
+    /// Told about every AppendEntries answered (quiet rejoin).
+    leader_heard: Arc<LeaderHeard>,
 }
 
 impl Serving {
@@ -150,7 +158,11 @@ impl Serving {
 
     async fn answer(&self, req: Request) -> Response {
         match req {
-            Request::Append(rpc) => Response::Append(self.raft.append_entries(rpc).await),
+            Request::Append(rpc) => {
+                let result = self.raft.append_entries(rpc).await;
+                self.leader_heard.answered(&result);
+                Response::Append(result)
+            }
             Request::Vote(_) if self.reads.refuses_votes() => {
                 let vote = self.raft.metrics().borrow().vote;
                 Response::Vote(Ok(VoteResponse::new(vote, None, false)))

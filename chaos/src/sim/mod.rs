@@ -295,7 +295,15 @@ fn simulate(
         }
         if let Some(since) = converging_since.filter(|_| now_ms.is_multiple_of(20)) {
             if shared.phase.get() == Phase::Converging {
-                if let Some(sums) = converged(&mut sim, &slots) {
+                if shared.workloads_running.get() > 0 {
+                    // A client is still finishing its last operation.
+                    if now_ms - since > CONVERGE_MS_MAX {
+                        driver.converge_note = Some(format!(
+                            "workload clients still had operations in flight {CONVERGE_MS_MAX} ms after the load ended"
+                        ));
+                        shared.phase.set(Phase::FinalReads);
+                    }
+                } else if let Some(sums) = converged(&mut sim, &slots) {
                     driver.sums = sums;
                     shared.phase.set(Phase::FinalReads);
                 } else if now_ms - since > CONVERGE_MS_MAX {
