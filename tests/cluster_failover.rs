@@ -7,6 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{assert_no_lost_writes, TestCluster, Writer};
+use reprise_api::client::Retry;
+use reprise_api::pb::admin as apb;
 use reprise_api::{Client, ClientOptions};
 use reprise_chaos::backend::local::{Cut, LocalSpec};
 
@@ -214,4 +216,39 @@ async fn a_planted_overlong_lease_serves_the_overwritten_value() {
     };
     let served = read_at_the_deposed_leader(&spec).await;
     assert_eq!(served, Ok(b"old".to_vec()));
+}
+
+/// A campaign asked of a follower that hears its leader is refused (`campaign_gate.rs`):
+/// the follower acknowledged heartbeats that may have won the leader a read lease, so an
+/// election it started would let another leader commit while the old one still serves
+/// reads. The leader keeps its term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_hears_its_leader_refuses_to_campaign() {
+    let tc = TestCluster::start(3, 1).await;
+    let client = tc.client();
+    client.put(b"gate/k", b"v").await.expect("a write");
+    let leader = tc.leader().await;
+    let leader_addr = tc.cluster.addr(leader).expect("leader address");
+    let term = client.status_of(&leader_addr).await.expect("status").term;
+    let follower = tc.follower_of(leader);
+    let follower_addr = tc.cluster.addr(follower).expect("follower address");
+    let asked = Client::new(&[follower_addr], ClientOptions::default())
+        .expect("client")
+        .call(Retry::Idempotent, |c| async move {
+            Client::admin(c)
+                .campaign(apb::CampaignRequest { after_ms: 0 })
+                .await
+        })
+        .await;
+    let refusal = asked.expect_err("a follower that hears its leader must not campaign");
+    assert!(
+        refusal.to_string().contains("will not campaign"),
+        "unexpected refusal: {refusal}"
+    );
+    let after = client.status_of(&leader_addr).await.expect("status");
+    assert_eq!(
+        (after.role.as_str(), after.term),
+        ("leader", term),
+        "node {leader} led term {term} before node {follower} was asked to campaign"
+    );
 }

@@ -9,6 +9,7 @@ pub mod backup_fetch;
 pub mod backup_schedule;
 pub mod backup_service;
 pub mod backup_targets;
+pub mod campaign_gate;
 pub mod config;
 pub mod convert;
 pub mod hlc;

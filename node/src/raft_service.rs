@@ -1,7 +1,8 @@
 //! Incoming peer RPCs: decodes openraft messages from `RaftPayload`s, hands them to the
 //! local Raft, and encodes the whole result (success or openraft error) back. RPCs from a
 //! peer cut off by an injected partition are refused, and so are votes while this node
-//! holds a read lease (`read_index.rs`).
+//! holds a read lease (`read_index.rs`). Leader messages (AppendEntries, InstallSnapshot)
+//! pass the campaign gate, which orders them against triggered campaigns.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use reprise_storage::{NodeId, TypeConfig};
 
+use crate::campaign_gate::CampaignGate;
 use crate::partition::Partition;
 use crate::read_index::ReadBatcher;
 use crate::rejoin::LeaderHeard;
@@ -28,6 +30,8 @@ pub struct RaftService {
     pub leader_heard: Arc<LeaderHeard>,
     /// Asked before granting a vote: a lease holder refuses every vote.
     pub reads: Arc<ReadBatcher>,
+    /// Every leader message is stamped and handed to Raft through it (`campaign_gate.rs`).
+    pub campaign_gate: Arc<CampaignGate>,
 }
 
 impl RaftService {
@@ -61,7 +65,10 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
         self.admit(&rpc.vote)?;
-        let result = self.raft.append_entries(rpc).await;
+        let result = self
+            .campaign_gate
+            .deliver(self.raft.append_entries(rpc))
+            .await;
         self.leader_heard.answered(&result);
         encode(&result)
     }
@@ -69,12 +76,13 @@ impl RaftRpc for RaftService {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(req)?;
         self.admit(&rpc.vote)?;
-        if self.reads.refuses_votes() {
+        // Held until Raft answered: no round overlapping this vote wins a lease.
+        let Some(_admitted) = self.reads.admit_vote() else {
             let vote = self.raft.metrics().borrow().vote;
             let refused: Result<VoteResponse<NodeId>, openraft::error::RaftError<NodeId>> =
                 Ok(VoteResponse::new(vote, None, false));
             return encode(&refused);
-        }
+        };
         let result = self.raft.vote(rpc).await;
         encode(&result)
     }
@@ -85,7 +93,10 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
         self.admit(&rpc.vote)?;
-        let result = self.raft.install_snapshot(rpc).await;
+        let result = self
+            .campaign_gate
+            .deliver(self.raft.install_snapshot(rpc))
+            .await;
         encode(&result)
     }
 }

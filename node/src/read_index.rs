@@ -22,10 +22,18 @@
 //! it was won in, is suspended while leadership is handed over (`suspend_lease`), and is
 //! renewed by a background round once half of it has run out while reads keep coming.
 //!
-//! **Restarts.** openraft keeps a follower's refusal in memory only: a follower restarted
-//! within a leader's lease would vote at once. So a node that had voted before (its log
-//! holds a vote) also refuses every vote for `election_timeout_max` after it started, the
-//! refusal it may have owed before the crash. A node that never voted owes none.
+//! **Votes against rounds.** A vote this node lets through to Raft may depose it; a round
+//! running meanwhile could still succeed and win a lease it no longer refuses votes for.
+//! So votes are admitted under the lease lock (`admit_vote`), and a round wins a lease
+//! only if no vote was being handled at any time since the round began.
+//!
+//! **Triggered campaigns.** openraft's election timer waits out the refusal, but a campaign
+//! triggered by leader transfer would not: `campaign_gate.rs` holds it back.
+//!
+//! **Restarts.** A follower restarted within a leader's lease owes it the same refusal.
+//! openraft 0.9 stamps a committed vote it loads at start with the start time, which
+//! gives that; this node does not rest on it: one whose log holds any vote refuses every
+//! vote for `election_timeout_max` after it started. A node that never voted owes none.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -66,6 +74,41 @@ struct Lease {
 struct LeaseState {
     current: Option<Lease>,
     suspended: bool,
+    /// Votes admitted to Raft and not yet answered.
+    votes_in_flight: u32,
+    /// When the last admitted vote was answered (or abandoned).
+    last_vote_ended: Option<Instant>,
+}
+
+impl LeaseState {
+    /// Takes `lease`, won by a round that began at `began`, unless leases are suspended, a
+    /// vote was being handled since `began`, or the current lease lasts longer.
+    fn win(&mut self, lease: Lease, began: Instant) -> bool {
+        let vote_overlapped =
+            self.votes_in_flight > 0 || self.last_vote_ended.is_some_and(|ended| ended >= began);
+        if self.suspended || vote_overlapped || self.current.is_some_and(|c| c.until >= lease.until)
+        {
+            return false;
+        }
+        self.current = Some(lease);
+        true
+    }
+
+    /// Whether votes must be refused at `now` (a lease is held).
+    fn lease_held(&self, now: Instant) -> bool {
+        self.current.is_some_and(|l| now < l.until)
+    }
+}
+
+/// A vote admitted to Raft: while it lives, no round wins a lease (`admit_vote`).
+pub struct VoteAdmitted(Arc<ReadBatcher>);
+
+impl Drop for VoteAdmitted {
+    fn drop(&mut self) {
+        let mut s = self.0.lease_state();
+        s.votes_in_flight = s.votes_in_flight.saturating_sub(1);
+        s.last_vote_ended = Some(Instant::now());
+    }
 }
 
 /// Serves linearizable reads: coalesces rounds and keeps the leader lease.
@@ -149,7 +192,21 @@ impl ReadBatcher {
     /// whether it owes another leader that refusal.
     pub fn refuses_votes(&self) -> bool {
         let now = Instant::now();
-        now < self.votes_held_until || self.lease_state().current.is_some_and(|l| now < l.until)
+        now < self.votes_held_until || self.lease_state().lease_held(now)
+    }
+
+    /// Admits a vote request to Raft, or None when this node must refuse it
+    /// (`refuses_votes`). Keep the result until Raft answered the vote: no round that
+    /// overlaps it wins a lease.
+    pub fn admit_vote(self: &Arc<Self>) -> Option<VoteAdmitted> {
+        let now = Instant::now();
+        let mut s = self.lease_state();
+        if now < self.votes_held_until || s.lease_held(now) {
+            return None;
+        }
+        s.votes_in_flight += 1;
+        drop(s);
+        Some(VoteAdmitted(self.clone()))
     }
 
     /// Drops the lease and wins no new one until `resume_lease`: leadership is about to be
@@ -256,10 +313,7 @@ impl ReadBatcher {
                     until: began + self.lease_for,
                 };
                 if !self.lease_for.is_zero() && leads_under(&raft.metrics().borrow(), &lease) {
-                    let mut s = self.lease_state();
-                    if !s.suspended && s.current.is_none_or(|c| c.until < lease.until) {
-                        s.current = Some(lease);
-                    }
+                    self.lease_state().win(lease, began);
                 }
                 wait_applied(raft, target).await
             }
@@ -341,5 +395,43 @@ mod tests {
         reads.lease_state().current = Some(lease(Instant::now() + reads.lease_for));
         reads.suspend_lease();
         assert!(!reads.refuses_votes(), "a suspended lease is dropped");
+    }
+
+    /// A vote let through may depose the leader: a round that overlapped it must not win a
+    /// lease, which would make this node refuse votes after it granted one.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_overlapping_an_admitted_vote_wins_no_lease() {
+        let reads = Arc::new(
+            ReadBatcher::for_config(&config(), false)
+                .with_lease_for(ReadBatcher::safe_lease_for(&config())),
+        );
+        let lease = |began: Instant| Lease {
+            term: 2,
+            membership: None,
+            until: began + reads.lease_for,
+        };
+        let began = Instant::now();
+        let admitted = reads
+            .admit_vote()
+            .expect("no lease is held: the vote is admitted");
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert!(
+            !reads.lease_state().win(lease(began), began),
+            "a vote is in flight"
+        );
+        drop(admitted);
+        assert!(
+            !reads.lease_state().win(lease(began), began),
+            "the vote ended after the round began"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let later = Instant::now();
+        assert!(reads.lease_state().win(lease(later), later));
+        assert!(
+            reads.admit_vote().is_none(),
+            "a lease holder admits no vote"
+        );
+        tokio::time::advance(reads.lease_for).await;
+        assert!(reads.admit_vote().is_some(), "the lease ended");
     }
 }

@@ -128,6 +128,7 @@ pub async fn run(
         archive_status: Default::default(),
         partition,
         reads: Arc::new(reads),
+        campaign_gate: Default::default(),
         backup_lock: Default::default(),
         proposals,
     });
@@ -189,6 +190,7 @@ async fn serve(
         partition: state.partition.clone(),
         leader_heard,
         reads: state.reads.clone(),
+        campaign_gate: state.campaign_gate.clone(),
     })
     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);

@@ -47,6 +47,8 @@ pub struct NodeState {
     pub partition: Arc<crate::partition::Partition>,
     /// Shared read-index rounds for linearizable reads.
     pub reads: Arc<crate::read_index::ReadBatcher>,
+    /// Orders leader messages against campaigns this node is asked for (leader transfer).
+    pub campaign_gate: Arc<crate::campaign_gate::CampaignGate>,
     /// Held while a snapshot backup is taken: scheduled, requested and archive-restart
     /// backups at one index would otherwise write the same shard files at once.
     pub backup_lock: tokio::sync::Mutex<()>,

@@ -2,8 +2,9 @@
 //! new writes, waits until the target has every log entry, stops heartbeats (so the
 //! followers' leader lease runs out), and asks the target to campaign just after the
 //! lease expires, before any other follower's election timer fires. Its own read lease is
-//! suspended meanwhile (a lease holder refuses votes, `read_index.rs`). Heartbeats, writes
-//! and leases are restored on every path.
+//! suspended meanwhile (a lease holder refuses votes, `read_index.rs`), and the target
+//! campaigns only if it heard no leader for `election_timeout_max` (`campaign_gate.rs`).
+//! One transfer runs at a time. Heartbeats, writes and leases are restored on every path.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,7 +52,15 @@ pub async fn transfer_leader(state: &Arc<NodeState>, to: NodeId) -> Result<NodeI
         .ok_or_else(|| Status::failed_precondition(format!("node {to} is not a voter")))?
         .clone();
     let started = Instant::now();
-    state.transferring.store(true, Ordering::Release);
+    if state
+        .transferring
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(Status::failed_precondition(
+            "a leader transfer is already running on this node",
+        ));
+    }
     state.reads.suspend_lease();
     let _pause = Pause(state);
     wait_caught_up(state, to, started).await?;
@@ -103,13 +112,32 @@ async fn wait_caught_up(state: &NodeState, to: NodeId, started: Instant) -> Resu
     }
 }
 
-/// On the target: wait out the old leader's lease, then start an election.
+/// On the target: wait out the old leader's lease, then start an election, unless this
+/// node still owes a leader its refusal to vote (`campaign_gate.rs`): it heard one too
+/// recently, holds a read lease itself, or restarted too recently to know.
 pub async fn campaign(state: &NodeState, after_ms: u64) -> Result<(), Status> {
     tokio::time::sleep(Duration::from_millis(after_ms.min(10_000))).await;
+    let owed = Duration::from_millis(state.raft.config().election_timeout_max);
+    let elect = || async {
+        if state.reads.refuses_votes() {
+            return Err(Status::failed_precondition(format!(
+                "node {} will not campaign: it holds a read lease or restarted less than {}ms ago",
+                state.id,
+                owed.as_millis()
+            )));
+        }
+        state
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))
+    };
     state
-        .raft
-        .trigger()
-        .elect()
+        .campaign_gate
+        .campaign(owed, elect)
         .await
-        .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))
+        .map_err(|e| {
+            Status::failed_precondition(format!("node {} will not campaign: {e}", state.id))
+        })?
 }

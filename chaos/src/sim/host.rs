@@ -163,11 +163,14 @@ impl Serving {
                 self.leader_heard.answered(&result);
                 Response::Append(result)
             }
-            Request::Vote(_) if self.reads.refuses_votes() => {
-                let vote = self.raft.metrics().borrow().vote;
-                Response::Vote(Ok(VoteResponse::new(vote, None, false)))
-            }
-            Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
+            Request::Vote(rpc) => match self.reads.admit_vote() {
+                // Held until Raft answered, as on a real node.
+                Some(_admitted) => Response::Vote(self.raft.vote(rpc).await),
+                None => {
+                    let vote = self.raft.metrics().borrow().vote;
+                    Response::Vote(Ok(VoteResponse::new(vote, None, false)))
+                }
+            },
             Request::Put { key, value } => {
                 if self.leader() != Some(self.id) {
                     return Response::NotLeader {
