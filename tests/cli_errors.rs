@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{exe, reprise, TestCluster};
+use common::{exe, reprise, reprise_offline_ok, TestCluster};
 
 fn code(o: &Output) -> i32 {
     o.status.code().expect("exit code")
@@ -166,5 +166,79 @@ fn malformed_configs_are_refused_naming_the_problem() {
     assert!(
         !dir.path().join("data").exists(),
         "a refused config must not create the data dir"
+    );
+}
+
+/// Kills, on drop, every pid it was told about: the test's processes die even when it fails.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie (state Z, after the pid's comm in parentheses) is dead but not yet reaped.
+    !stat.is_empty()
+        && !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+}
+
+/// Nodes restarted at the same moment are all recorded in `cluster.json`, so `cluster
+/// local down` stops every one of them (concurrent starts used to overwrite each other's
+/// pid, leaving nodes running that `down` did not know of).
+#[test]
+fn nodes_started_together_are_all_stopped_by_down() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let d = dir.path().to_str().expect("utf-8 temp dir");
+    reprise_offline_ok(&["cluster", "local", "up", "--dir", d]);
+    let file = reprise_chaos::backend::local::ClusterFile::read(dir.path()).expect("cluster.json");
+    let mut guard = KillOnDrop(file.nodes.iter().map(|n| n.pid).collect());
+    reprise_offline_ok(&["cluster", "local", "down", "--dir", d]);
+
+    let starts: Vec<_> = file
+        .nodes
+        .iter()
+        .map(|n| {
+            Command::new(exe())
+                .args(["cluster", "local", "start", "--dir", d, "--id"])
+                .arg(n.id.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run reprise cluster local start")
+        })
+        .collect();
+    let mut started = Vec::new();
+    for start in starts {
+        let out = start.wait_with_output().expect("wait for start");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let pid = text
+            .rsplit("(pid ")
+            .next()
+            .and_then(|t| t.trim_end().trim_end_matches(')').parse::<u32>().ok());
+        guard.0.extend(pid);
+        assert!(out.status.success(), "start: {}", stderr(&out));
+        started.push(pid.expect("start prints the pid"));
+    }
+    let recorded = reprise_chaos::backend::local::ClusterFile::read(dir.path()).expect("read");
+    let mut recorded: Vec<u32> = recorded.nodes.iter().map(|n| n.pid).collect();
+    recorded.sort();
+    started.sort();
+    assert_eq!(recorded, started, "every started node is recorded");
+
+    reprise_offline_ok(&["cluster", "local", "down", "--dir", d]);
+    let running: Vec<u32> = started.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(
+        running.is_empty(),
+        "nodes left running after down: {running:?}"
     );
 }

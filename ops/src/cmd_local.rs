@@ -128,12 +128,20 @@ pub async fn run(cmd: LocalCommand, global: &Global) -> CliResult {
             }
             let mut child = local::spawn_node(&this_exe()?, &file.nodes[idx], &[])
                 .map_err(anyhow::Error::from)?;
-            file.nodes[idx].pid = child.id();
+            let pid = child.id();
+            file.nodes[idx].pid = pid;
             local::wait_serving(&file.nodes[idx], &mut child, Duration::from_secs(30))
                 .await
                 .map_err(anyhow::Error::from)?;
-            file.write(&dir).map_err(anyhow::Error::from)?;
-            println!("started node {id} (pid {})", child.id());
+            // Re-read under the lock: another node may have been started meanwhile.
+            ClusterFile::update(&dir, |f| {
+                if let Some(node) = f.nodes.iter_mut().find(|n| n.id == id) {
+                    node.pid = pid;
+                }
+                Ok(())
+            })
+            .map_err(anyhow::Error::from)?;
+            println!("started node {id} (pid {pid})");
             Ok(())
         }
     }

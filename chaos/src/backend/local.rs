@@ -20,6 +20,8 @@ use thiserror::Error;
 
 /// File, inside the cluster directory, that lists the nodes.
 pub const CLUSTER_FILE: &str = "cluster.json";
+/// Lock file serialising updates of `cluster.json` (`ClusterFile::update`).
+pub const CLUSTER_LOCK: &str = "cluster.lock";
 /// How long a started node may take to answer.
 const SERVE_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -113,9 +115,30 @@ impl ClusterFile {
         })
     }
 
-    /// Writes `dir/cluster.json` atomically.
+    /// Re-reads `dir/cluster.json`, applies `change` and writes it back, holding an
+    /// exclusive lock on `dir/cluster.lock` throughout: updates from commands run at the
+    /// same time (nodes restarted together) are applied one after another, none lost.
+    pub fn update(
+        dir: &Path,
+        change: impl FnOnce(&mut ClusterFile) -> Result<()>,
+    ) -> Result<ClusterFile> {
+        let lock_path = dir.join(CLUSTER_LOCK);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("open", &lock_path))?;
+        lock.lock().map_err(io("lock", &lock_path))?;
+        let mut file = ClusterFile::read(dir)?;
+        change(&mut file)?;
+        file.write(dir)?;
+        Ok(file)
+    }
+
+    /// Writes `dir/cluster.json` atomically (through a temporary file of this process).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{CLUSTER_FILE}.tmp"));
+        let tmp = dir.join(format!("{CLUSTER_FILE}.{}.tmp", std::process::id()));
         let text = serde_json::to_vec_pretty(self).map_err(|e| LocalError::ClusterFile {
             path: tmp.clone(),
             reason: e.to_string(),
