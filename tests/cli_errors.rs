@@ -204,6 +204,28 @@ fn nodes_started_together_are_all_stopped_by_down() {
     let mut guard = KillOnDrop(file.nodes.iter().map(|n| n.pid).collect());
     reprise_offline_ok(&["cluster", "local", "down", "--dir", d]);
 
+    // A second `up` into the stopped cluster's directory would start nodes on new ports
+    // over data that names the old ones: refused before anything starts.
+    let again = common::reprise_offline(&["cluster", "local", "up", "--dir", d]);
+    assert!(
+        !again.status.success(),
+        "up over a stopped cluster must fail"
+    );
+    assert!(
+        stderr(&again).contains("already holds a stopped local cluster"),
+        "stderr: {}",
+        stderr(&again)
+    );
+    let unchanged = reprise_chaos::backend::local::ClusterFile::read(dir.path()).expect("read");
+    let pids = |f: &reprise_chaos::backend::local::ClusterFile| -> Vec<u32> {
+        f.nodes.iter().map(|n| n.pid).collect()
+    };
+    assert_eq!(
+        pids(&unchanged),
+        pids(&file),
+        "the refused up started nothing"
+    );
+
     let starts: Vec<_> = file
         .nodes
         .iter()

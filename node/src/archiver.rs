@@ -22,8 +22,6 @@ use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::{info, warn};
 
-use reprise_storage::command::entry_payload_bytes;
-
 use crate::backup_create::{create_backup, placement, store_object, OBJECT_ID};
 use crate::config::ArchiveSettings;
 use crate::state::NodeState;
@@ -98,18 +96,14 @@ async fn archive_pending(state: &Arc<NodeState>, settings: &ArchiveSettings) -> 
             return Ok(());
         }
         let max = usize::try_from(settings.segment_entries_max).unwrap_or(usize::MAX);
-        let mut bytes = 0;
-        let entries: Vec<_> = state
-            .log
-            .entries_from(through + 1, max)
-            .into_iter()
-            .take_while(|e| e.log_id.index <= applied)
-            .take_while(|e| {
-                let fits = bytes < SEGMENT_BYTES_MAX;
-                bytes += entry_payload_bytes(e);
-                fits
-            })
-            .collect();
+        // Copying and checking up to 64 MiB of entries is CPU work: off the runtime's
+        // workers, so client requests and Raft messages are not held up behind it.
+        let log = state.log.clone();
+        let entries = tokio::task::spawn_blocking(move || {
+            log.entries_between(through + 1, applied, max, SEGMENT_BYTES_MAX)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("read entries to archive: {e}")))?;
         if entries.first().map(|e| e.log_id.index) != Some(through + 1) {
             restart_after_gap(state, through).await?;
             continue;
@@ -120,8 +114,8 @@ async fn archive_pending(state: &Arc<NodeState>, settings: &ArchiveSettings) -> 
             // would only produce another mark.
             return Ok(());
         }
-        store_segment(state, &segment).await?;
         let last = segment.last_index();
+        store_segment(state, segment).await?;
         state
             .write(Operation::ArchiveMark { through: last })
             .await?;
@@ -131,10 +125,17 @@ async fn archive_pending(state: &Arc<NodeState>, settings: &ArchiveSettings) -> 
     }
 }
 
-async fn store_segment(state: &Arc<NodeState>, segment: &Segment) -> Result<(), Status> {
+async fn store_segment(state: &Arc<NodeState>, segment: Segment) -> Result<(), Status> {
     let placement = placement(state, &CreateBackupRequest::default())?;
-    let bytes = segment.encode();
-    let digest = blake3::hash(&bytes).to_hex().to_string();
+    // Encoding and hashing a segment (up to 64 MiB) is CPU work: off the runtime's
+    // workers, so client requests and Raft messages are not held up behind it.
+    let (segment, bytes, digest) = tokio::task::spawn_blocking(move || {
+        let bytes = segment.encode();
+        let digest = blake3::hash(&bytes).to_hex().to_string();
+        (segment, bytes, digest)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("encode archive segment: {e}")))?;
     let id = segment.id();
     let (last, entries) = (segment.entries.last(), segment.entries.len() as u64);
     let term = last.map(|e| e.log_id.leader_id.term).unwrap_or(0);

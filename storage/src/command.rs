@@ -2,6 +2,11 @@
 //!
 //! Every command carries the hybrid-logical-clock timestamp the leader stamped it with, so
 //! the state machine never reads a clock and replays give identical results.
+//!
+//! Keys and values are serialized as byte strings (`serde_bytes`), so postcard copies
+//! them whole instead of one element at a time. Its encoding (length, then the bytes) is
+//! the same as the per-element sequence written before, so logs, snapshots and archives
+//! written earlier still decode (`byte_fields_keep_the_earlier_encoding` below).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,9 +29,17 @@ pub enum Operation {
     /// Changes no data; used to confirm that a leader can commit (barrier).
     Noop,
     /// Set `key` to `value`.
-    Put { key: Vec<u8>, value: Vec<u8> },
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
     /// Remove `key` (no error if absent).
-    Delete { key: Vec<u8> },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
     /// Compare-and-swap over several keys at once.
     Txn(Txn),
     /// Every entry up to `through` is stored in the log archive on every site; logs may
@@ -55,6 +68,7 @@ pub struct Txn {
 /// One condition of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub op: CompareOp,
     pub target: CompareTarget,
@@ -73,7 +87,7 @@ pub enum CompareOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {
     /// The value; `None` stands for "key absent" (only meaningful with Equal / NotEqual).
-    Value(Option<Vec<u8>>),
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// The key's version: 0 when absent, 1 after creation, +1 on every put.
     Version(u64),
 }
@@ -81,8 +95,16 @@ pub enum CompareTarget {
 /// A write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 /// What applying one log entry produced.
@@ -183,6 +205,142 @@ impl Command {
                 })
             }
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The command shapes as they were serialized before keys and values became byte
+    /// strings: plain `Vec<u8>`, a sequence of single bytes.
+    mod earlier {
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Serialize, Deserialize)]
+        pub struct Command {
+            pub hlc: u64,
+            pub op: Operation,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub enum Operation {
+            Noop,
+            Put { key: Vec<u8>, value: Vec<u8> },
+            Delete { key: Vec<u8> },
+            Txn(Txn),
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub struct Txn {
+            pub compares: Vec<Compare>,
+            pub success: Vec<TxnOp>,
+            pub failure: Vec<TxnOp>,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub struct Compare {
+            pub key: Vec<u8>,
+            pub op: super::CompareOp,
+            pub target: CompareTarget,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub enum CompareTarget {
+            Value(Option<Vec<u8>>),
+            Version(u64),
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub enum TxnOp {
+            Put { key: Vec<u8>, value: Vec<u8> },
+            Delete { key: Vec<u8> },
+        }
+    }
+
+    #[test]
+    fn byte_fields_keep_the_earlier_encoding() {
+        let value: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        let cases = [
+            (
+                earlier::Command {
+                    hlc: 7,
+                    op: earlier::Operation::Put {
+                        key: b"k1".to_vec(),
+                        value: value.clone(),
+                    },
+                },
+                Command {
+                    hlc: 7,
+                    op: Operation::Put {
+                        key: b"k1".to_vec(),
+                        value: value.clone(),
+                    },
+                },
+            ),
+            (
+                earlier::Command {
+                    hlc: 8,
+                    op: earlier::Operation::Txn(earlier::Txn {
+                        compares: vec![
+                            earlier::Compare {
+                                key: b"a".to_vec(),
+                                op: CompareOp::Equal,
+                                target: earlier::CompareTarget::Value(Some(value.clone())),
+                            },
+                            earlier::Compare {
+                                key: b"b".to_vec(),
+                                op: CompareOp::NotEqual,
+                                target: earlier::CompareTarget::Value(None),
+                            },
+                        ],
+                        success: vec![earlier::TxnOp::Put {
+                            key: b"c".to_vec(),
+                            value: vec![],
+                        }],
+                        failure: vec![earlier::TxnOp::Delete { key: b"d".to_vec() }],
+                    }),
+                },
+                Command {
+                    hlc: 8,
+                    op: Operation::Txn(Txn {
+                        compares: vec![
+                            Compare {
+                                key: b"a".to_vec(),
+                                op: CompareOp::Equal,
+                                target: CompareTarget::Value(Some(value.clone())),
+                            },
+                            Compare {
+                                key: b"b".to_vec(),
+                                op: CompareOp::NotEqual,
+                                target: CompareTarget::Value(None),
+                            },
+                        ],
+                        success: vec![TxnOp::Put {
+                            key: b"c".to_vec(),
+                            value: vec![],
+                        }],
+                        failure: vec![TxnOp::Delete { key: b"d".to_vec() }],
+                    }),
+                },
+            ),
+            (
+                earlier::Command {
+                    hlc: 9,
+                    op: earlier::Operation::Delete { key: value.clone() },
+                },
+                Command {
+                    hlc: 9,
+                    op: Operation::Delete { key: value.clone() },
+                },
+            ),
+        ];
+        for (old, new) in cases {
+            let old_bytes = postcard::to_allocvec(&old).unwrap();
+            assert_eq!(postcard::to_allocvec(&new).unwrap(), old_bytes);
+            let decoded: Command = postcard::from_bytes(&old_bytes).unwrap();
+            assert_eq!(decoded, new);
         }
     }
 }

@@ -216,3 +216,44 @@ async fn torn_tail_is_truncated_and_middle_corruption_refuses_to_start() {
     );
     assert!(msg.contains("byte"), "error must name the offset: {msg}");
 }
+
+#[tokio::test]
+async fn entries_between_stops_at_its_bounds() {
+    let dir = TempDir::new().unwrap();
+    let mut log = open(dir.path());
+    append_durably(&mut log, (1..=100).map(entry)).await;
+    let reader = log.reader();
+    let got = |from, last, max, bytes| -> Vec<u64> {
+        reader
+            .entries_between(from, last, max, bytes)
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    };
+    assert_eq!(
+        got(1, 100, usize::MAX, usize::MAX),
+        (1..=100).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        got(5, 70, usize::MAX, usize::MAX),
+        (5..=70).collect::<Vec<_>>()
+    );
+    assert_eq!(got(5, 100, 40, usize::MAX), (5..=44).collect::<Vec<_>>());
+    assert_eq!(got(99, 200, usize::MAX, usize::MAX), vec![99, 100]);
+    assert!(got(101, 200, usize::MAX, usize::MAX).is_empty());
+    // Every entry carries more than 100 bytes of payload: the entry that reaches the
+    // budget is the last one returned.
+    let one = reprise_storage::command::entry_payload_bytes(&entry(1));
+    assert!(one > 100);
+    assert_eq!(got(1, 100, usize::MAX, 3 * one), vec![1, 2, 3]);
+    assert_eq!(got(1, 100, usize::MAX, 3 * one + 1), vec![1, 2, 3, 4]);
+    assert_eq!(got(1, 100, usize::MAX, 1), vec![1], "at least one entry");
+    // Only consecutive entries from `from`: after a purge, a range that starts in the
+    // purged part returns nothing (the archive then sees the gap).
+    log.purge(entry(10).log_id).await.expect("purge");
+    assert!(got(5, 20, usize::MAX, usize::MAX).is_empty());
+    assert_eq!(
+        got(11, 20, usize::MAX, usize::MAX),
+        (11..=20).collect::<Vec<_>>()
+    );
+}

@@ -53,6 +53,8 @@ pub enum LocalError {
     },
     #[error("a local cluster is already running in {0}; run `reprise cluster local down --dir {0}` first")]
     AlreadyRunning(String),
+    #[error("{0} already holds a stopped local cluster (its data would not match the new one); restart its nodes with `reprise cluster local start --dir {0} --id N`, or remove the directory")]
+    AlreadyHolds(String),
     #[error("{0}")]
     Invalid(String),
     #[error("no node {0} in this cluster")]
@@ -328,6 +330,7 @@ pub async fn up(exe: &Path, dir: &Path, spec: &LocalSpec) -> Result<LocalCluster
         if existing.nodes.iter().any(is_our_process) {
             return Err(LocalError::AlreadyRunning(dir.display().to_string()));
         }
+        return Err(LocalError::AlreadyHolds(dir.display().to_string()));
     }
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     let dir = dir.canonicalize().map_err(io("resolve", dir))?;

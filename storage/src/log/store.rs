@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::segment::{SegmentLog, SegmentLogError, SegmentLogOptions};
 use super::writer::{self, Completion, WriterRequest, PURGED_FILE};
 use crate::atomic_file::{read_checked, write_atomic, AtomicFileError};
+use crate::command::entry_payload_bytes;
 use crate::limits::LOG_WRITER_QUEUE_MAX;
 use crate::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig};
 
@@ -58,14 +59,35 @@ impl LogReader {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Up to `max` entries from index `from` on, in order (fewer when the log ends).
-    pub fn entries_from(&self, from: u64, max: usize) -> Vec<Entry> {
-        self.lock()
-            .entries
-            .range(from..)
-            .take(max)
-            .map(|(_, e)| e.clone())
-            .collect()
+    /// Consecutive entries from index `from` through at most `last`, in order: at most
+    /// `max` of them, and none after the one that brings their payload to `max_bytes`.
+    /// Fewer when the log ends or has a gap. The lock is taken once per few entries, so
+    /// a large read never holds up the write path's appends and replication's reads.
+    pub fn entries_between(
+        &self,
+        from: u64,
+        last: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Vec<Entry> {
+        const ENTRIES_PER_LOCK: usize = 32;
+        let (mut out, mut bytes, mut next) = (Vec::new(), 0usize, from);
+        while out.len() < max && bytes < max_bytes && next <= last {
+            let inner = self.lock();
+            let before = out.len();
+            for (&index, entry) in inner.entries.range(next..=last).take(ENTRIES_PER_LOCK) {
+                if index != next || out.len() == max || bytes >= max_bytes {
+                    break;
+                }
+                bytes += entry_payload_bytes(entry);
+                out.push(entry.clone());
+                next += 1;
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        out
     }
 
     /// The index of the last purged entry (0 when nothing was purged).
