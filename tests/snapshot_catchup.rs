@@ -1,6 +1,7 @@
 //! A follower that was down while the log moved past a snapshot and was purged can only
 //! catch up by receiving the snapshot over gRPC; it must, and end with the same state.
-//! Also: a node whose log is corrupt in the middle refuses to start and says where.
+//! Also: a log that grows past its size limit is snapshotted whatever its entry count, and
+//! a node whose log is corrupt in the middle refuses to start and says where.
 
 mod common;
 
@@ -56,6 +57,42 @@ async fn lagging_follower_catches_up_by_snapshot() {
     writer.wait_progress(50).await;
     let history = writer.stop().await;
     assert_no_lost_writes(&client, &history).await;
+    tc.assert_converged().await;
+}
+
+/// Snapshots by entry count effectively off; by size after 256 KiB of keys and values.
+const SNAPSHOTS_BY_SIZE: &str =
+    "\n[raft]\nsnapshot_logs_since_last = 1000000\nsnapshot_log_bytes = 262144\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_past_its_size_limit_is_snapshotted_whatever_its_entry_count() {
+    let tc = TestCluster::start_with(3, 1, SNAPSHOTS_BY_SIZE).await;
+    let leader = tc.leader().await;
+    let leader_addr = tc.cluster.addr(leader).unwrap();
+    let client = tc.client();
+    let value = vec![7u8; 16 * 1024];
+    // 48 entries of 16 KiB: 768 KiB, far fewer entries than the count policy needs.
+    for i in 0..48 {
+        client
+            .put(format!("big-{i}").as_bytes(), &value)
+            .await
+            .expect("put");
+    }
+    let status = wait_for(
+        "the leader to snapshot the log by its size",
+        Duration::from_secs(30),
+        || async {
+            let s = client.status_of(&leader_addr).await.ok()?;
+            (s.snapshot_index > 0).then_some(s)
+        },
+    )
+    .await;
+    assert!(
+        status.snapshot_index <= status.applied_index,
+        "snapshot {} past applied {}",
+        status.snapshot_index,
+        status.applied_index
+    );
     tc.assert_converged().await;
 }
 

@@ -20,7 +20,6 @@ use reprise_storage::backup::manifest::{
 use reprise_storage::backup::target::{BackupStore, Location, Piece, StoredShard, TargetError};
 use reprise_storage::command::Operation;
 use reprise_storage::snapshot::format::read_trailer;
-use reprise_storage::snapshot::SnapshotDir;
 use reprise_storage::{Member, NodeId};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -290,8 +289,9 @@ async fn fresh_snapshot(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let dir = SnapshotDir::open(&state.data_dir.join("sm").join("snapshots")).map_err(internal)?;
-    dir.newest()
+    state
+        .snapshots
+        .newest()
         .map_err(internal)?
         .ok_or_else(|| Status::internal("snapshot vanished"))
 }

@@ -143,6 +143,10 @@ pub struct RaftSettings {
     pub election_timeout_ms_max: u64,
     /// Build a snapshot after this many applied entries. Default: 10000.
     pub snapshot_logs_since_last: u64,
+    /// Also build one once the applied entries since the last snapshot carry this many
+    /// bytes of keys and values, or as many as the newest snapshot file if that is larger
+    /// (an entry batches up to 512 writes); 0 = by count only. Default: 67108864 (64 MiB).
+    pub snapshot_log_bytes: u64,
     /// Entries kept in the log behind the snapshot, for lagging followers. Default: 1000.
     pub logs_kept_after_snapshot: u64,
     /// Roll over to a new log segment file past this size. Default: 67108864 (64 MiB).
@@ -158,6 +162,7 @@ impl Default for RaftSettings {
             election_timeout_ms_min: 110,
             election_timeout_ms_max: 180,
             snapshot_logs_since_last: 10_000,
+            snapshot_log_bytes: 64 * 1024 * 1024,
             logs_kept_after_snapshot: 1_000,
             segment_bytes_max: 64 * 1024 * 1024,
             append_entries_max: 512,

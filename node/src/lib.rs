@@ -26,6 +26,7 @@ pub mod rejoin;
 pub mod restore;
 pub mod restore_drill;
 pub mod server;
+pub mod snapshot_trigger;
 pub mod state;
 pub mod transfer;
 

@@ -84,6 +84,7 @@ pub async fn run(
     let sm = StateMachineStore::open(&sm_dir)?;
     let view = sm.view();
     let archived = sm.archived_through();
+    let snapshots = sm.snapshot_dir();
     if config.archive.enabled() {
         log.limit_purge_to(archived.clone());
     }
@@ -123,6 +124,7 @@ pub async fn run(
         transferring: Default::default(),
         planted_bug,
         log: log_reader,
+        snapshots,
         archived,
         archive_enabled: config.archive.enabled(),
         archive_status: Default::default(),
@@ -149,6 +151,8 @@ pub async fn run(
         .archive
         .enabled()
         .then(|| crate::archiver::spawn(state.clone(), config.archive.clone()));
+    let snapshots_by_size = (config.raft.snapshot_log_bytes > 0)
+        .then(|| crate::snapshot_trigger::spawn(state.clone(), config.raft.snapshot_log_bytes));
     let schedule = (config.backup.interval_s > 0)
         .then(|| crate::backup_schedule::spawn(state.clone(), config.backup.clone()));
     let listener = TcpListener::bind(config.listen_addr)
@@ -162,7 +166,10 @@ pub async fn run(
     info!(id = config.id, site = %config.member.site, addr = %config.listen_addr, "node serving");
     let served = serve(state, leader_heard, listener, shutdown).await;
     proposer.abort();
-    for task in [archiver, schedule, metrics].into_iter().flatten() {
+    for task in [archiver, snapshots_by_size, schedule, metrics]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     info!("stopping raft");

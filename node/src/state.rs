@@ -38,6 +38,9 @@ pub struct NodeState {
     pub planted_bug: Option<crate::planted::PlantedBug>,
     /// The in-memory log (for the archiver).
     pub log: reprise_storage::log::store::LogReader,
+    /// The state machine's snapshot directory (shared: opening it again would remove
+    /// partial files that may be in use).
+    pub snapshots: Arc<reprise_storage::snapshot::SnapshotDir>,
     /// Highest log index recorded as archived (applied `ArchiveMark`s).
     pub archived: Arc<std::sync::atomic::AtomicU64>,
     /// Whether this node runs the log archive when leader.

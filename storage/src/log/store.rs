@@ -61,8 +61,7 @@ impl LogReader {
 
     /// Consecutive entries from index `from` through at most `last`, in order: at most
     /// `max` of them, and none after the one that brings their payload to `max_bytes`.
-    /// Fewer when the log ends or has a gap. The lock is taken once per few entries, so
-    /// a large read never holds up the write path's appends and replication's reads.
+    /// Fewer when the log ends or has a gap.
     pub fn entries_between(
         &self,
         from: u64,
@@ -70,24 +69,48 @@ impl LogReader {
         max: usize,
         max_bytes: usize,
     ) -> Vec<Entry> {
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        self.visit_between(from, last, |entry| {
+            if out.len() == max || bytes >= max_bytes {
+                return false;
+            }
+            bytes += entry_payload_bytes(entry);
+            out.push(entry.clone());
+            true
+        });
+        out
+    }
+
+    /// Payload bytes (`entry_payload_bytes`) of the consecutive entries from index `from`
+    /// through at most `last`.
+    pub fn payload_bytes_between(&self, from: u64, last: u64) -> usize {
+        let mut bytes = 0usize;
+        self.visit_between(from, last, |entry| {
+            bytes += entry_payload_bytes(entry);
+            true
+        });
+        bytes
+    }
+
+    /// Visits consecutive entries from `from` through at most `last` until `visit` says
+    /// stop, the log ends or has a gap. The lock is taken once per few entries, so a long
+    /// visit never holds up the write path's appends and replication's reads.
+    fn visit_between(&self, from: u64, last: u64, mut visit: impl FnMut(&Entry) -> bool) {
         const ENTRIES_PER_LOCK: usize = 32;
-        let (mut out, mut bytes, mut next) = (Vec::new(), 0usize, from);
-        while out.len() < max && bytes < max_bytes && next <= last {
+        let mut next = from;
+        while next <= last {
             let inner = self.lock();
-            let before = out.len();
+            let before = next;
             for (&index, entry) in inner.entries.range(next..=last).take(ENTRIES_PER_LOCK) {
-                if index != next || out.len() == max || bytes >= max_bytes {
-                    break;
+                if index != next || !visit(entry) {
+                    return;
                 }
-                bytes += entry_payload_bytes(entry);
-                out.push(entry.clone());
                 next += 1;
             }
-            if out.len() == before {
-                break;
+            if next == before {
+                return;
             }
         }
-        out
     }
 
     /// The index of the last purged entry (0 when nothing was purged).

@@ -59,6 +59,18 @@ impl SnapshotDir {
         }
     }
 
+    /// Size in bytes of the newest complete snapshot file (its header is not read).
+    pub fn newest_len(&self) -> Result<Option<u64>, SnapshotError> {
+        let mut names = self.complete_files()?;
+        names.sort();
+        match names.pop() {
+            Some(path) => fs::metadata(&path)
+                .map(|m| Some(m.len()))
+                .map_err(|e| SnapshotError::io(&path, e)),
+            None => Ok(None),
+        }
+    }
+
     fn complete_files(&self) -> Result<Vec<PathBuf>, SnapshotError> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(|e| SnapshotError::io(&self.dir, e))? {

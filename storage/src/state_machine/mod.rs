@@ -75,6 +75,12 @@ impl StateMachineStore {
         self.view.clone()
     }
 
+    /// The snapshot directory this state machine writes to. Share it rather than opening
+    /// the directory again: opening removes partial files, which may be in use.
+    pub fn snapshot_dir(&self) -> Arc<SnapshotDir> {
+        self.snapshots.clone()
+    }
+
     /// The highest log index recorded as archived (by applied `ArchiveMark` commands),
     /// shared and kept current; wire it to `LogStore::limit_purge_to` so the log is never
     /// purged past what the archive holds.
