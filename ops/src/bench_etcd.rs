@@ -4,7 +4,6 @@
 //! `etcd` binary from Debian's `etcd-server` package), every member stopped by pid when
 //! dropped. etcd fsyncs its WAL on every commit by default, as Reprise does.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -142,10 +141,6 @@ pub struct EtcdCluster {
     members: Vec<Member>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// The etcd binary: `$REPRISE_ETCD`, else `etcd` on the PATH.
 pub fn etcd_exe() -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var("REPRISE_ETCD") {
@@ -164,12 +159,18 @@ impl EtcdCluster {
     /// Starts `n` members under `dir` and waits until they elected a leader.
     pub async fn start(dir: &Path, n: usize) -> anyhow::Result<EtcdCluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let mut ports = reprise_chaos::backend::local::free_ports(2 * n)?.into_iter();
+        let mut port = || {
+            ports
+                .next()
+                .ok_or_else(|| anyhow!("fewer free ports than needed"))
+        };
         let mut members = Vec::new();
         for i in 1..=n {
             members.push(Member {
                 name: format!("m{i}"),
-                client_port: free_port()?,
-                peer_port: free_port()?,
+                client_port: port()?,
+                peer_port: port()?,
                 data_dir: dir.join(format!("m{i}")),
                 child: None,
             });

@@ -172,12 +172,17 @@ impl ClusterFile {
 }
 
 /// Free TCP port on 127.0.0.1 (bound then released; the node binds it right after).
-fn free_port() -> Result<u16> {
-    let l =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind", Path::new("127.0.0.1:0")))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(io("bind", Path::new("127.0.0.1:0")))
+/// `n` distinct free ports: every listener is held until all are chosen, so the kernel
+/// cannot hand out the same port twice (as it may for binds made one after another).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let any = Path::new("127.0.0.1:0");
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind", any)))
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(io("bind", any)))
+        .collect()
 }
 
 fn node_config(
@@ -335,11 +340,15 @@ pub async fn up(exe: &Path, dir: &Path, spec: &LocalSpec) -> Result<LocalCluster
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     let dir = dir.canonicalize().map_err(io("resolve", dir))?;
     let site_names: Vec<String> = (1..=sites).map(|s| format!("site-{s}")).collect();
+    let mut ports = free_ports((sites * per_site) as usize)?.into_iter();
     let mut nodes = Vec::new();
     for (s, site) in site_names.iter().enumerate() {
         for k in 0..per_site {
             let id = (s as u32 * per_site + k + 1) as u64;
-            nodes.push(plan_node(&dir, id, site)?);
+            let port = ports
+                .next()
+                .ok_or_else(|| LocalError::Invalid("fewer free ports than nodes".into()))?;
+            nodes.push(plan_node(&dir, id, site, port)?);
         }
     }
     let cluster_name = spec
@@ -397,13 +406,13 @@ fn seed(snapshot: &Path, nodes: &[LocalNode]) -> Result<()> {
     Ok(())
 }
 
-fn plan_node(dir: &Path, id: u64, site: &str) -> Result<LocalNode> {
+fn plan_node(dir: &Path, id: u64, site: &str, port: u16) -> Result<LocalNode> {
     let home = dir.join(format!("node-{id}"));
     fs::create_dir_all(&home).map_err(io("create", &home))?;
     Ok(LocalNode {
         id,
         site: site.to_string(),
-        addr: format!("127.0.0.1:{}", free_port()?),
+        addr: format!("127.0.0.1:{port}"),
         pid: 0,
         data_dir: home.join("data"),
         config: home.join("node.toml"),
@@ -544,7 +553,19 @@ impl LocalCluster {
                 self.dir.display()
             )));
         }
-        let mut node = plan_node(&self.dir, id, site)?;
+        // A stopped node's port is free to the kernel but still named in the membership.
+        let used: Vec<&str> = self.file.nodes.iter().map(|n| n.addr.as_str()).collect();
+        let mut port = None;
+        for _ in 0..16 {
+            let candidate = free_ports(1)?[0];
+            if !used.contains(&format!("127.0.0.1:{candidate}").as_str()) {
+                port = Some(candidate);
+                break;
+            }
+        }
+        let port =
+            port.ok_or_else(|| LocalError::Invalid("no free port unused by the cluster".into()))?;
+        let mut node = plan_node(&self.dir, id, site, port)?;
         let mut sites: Vec<String> = self.file.nodes.iter().map(|n| n.site.clone()).collect();
         sites.push(site.to_string());
         sites.sort();
