@@ -171,9 +171,9 @@ impl ClusterFile {
     }
 }
 
-/// Free TCP port on 127.0.0.1 (bound then released; the node binds it right after).
-/// `n` distinct free ports: every listener is held until all are chosen, so the kernel
-/// cannot hand out the same port twice (as it may for binds made one after another).
+/// `n` distinct free TCP ports on 127.0.0.1, bound then released (the nodes bind them
+/// right after). Every listener is held until all are chosen, so the kernel cannot hand
+/// out the same port twice, as it may for binds made one after another.
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let any = Path::new("127.0.0.1:0");
     let listeners = (0..n)
