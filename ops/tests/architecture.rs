@@ -1,6 +1,6 @@
 //! Architecture invariants from ARCHITECTURE.md, checked on `cargo metadata`: storage and
 //! api are leaves, node never imports ops or chaos, chaos never imports ops, storage never
-//! imports tonic, api never imports openraft or sled.
+//! imports tonic, api never imports openraft or imbl.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -55,7 +55,7 @@ fn dependency_direction_holds() {
                 "reprise-node",
                 "reprise-ops",
                 "openraft",
-                "sled",
+                "imbl",
             ],
         ),
         ("reprise-node", &["reprise-ops", "reprise-chaos", "clap"]),

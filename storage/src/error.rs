@@ -5,13 +5,19 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::atomic_file::AtomicFileError;
 use crate::state_machine::value::ValueDecodeError;
 
-/// Failures of the sled-backed state machine.
+/// Failures of the state machine: its directory, its snapshot files, its archive mark.
 #[derive(Debug, Error)]
 pub enum StateMachineError {
-    #[error("state machine database: {0}")]
-    Sled(#[from] sled::Error),
+    #[error("state machine directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state machine archive mark: {0}")]
+    Archived(#[from] AtomicFileError),
     #[error(transparent)]
     Value(#[from] ValueDecodeError),
     #[error("state machine metadata {name}: {reason}")]

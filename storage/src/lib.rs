@@ -1,6 +1,6 @@
 //! reprise-storage: everything Reprise keeps on disk. The Raft log (our own segment files,
-//! fdatasync, checksums, group commit), the vote, the state machine on sled, and snapshot
-//! files. No gRPC, no CLI, no clock: the state machine only knows what the log tells it.
+//! fdatasync, checksums, group commit), the vote, the in-memory state machine, and
+//! snapshot files. No gRPC, no CLI, no clock: the state machine only knows what the log tells it.
 
 pub mod atomic_file;
 pub mod backup;

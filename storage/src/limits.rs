@@ -12,7 +12,5 @@ pub const BACKUP_CATALOG_MAX: usize = 256;
 /// Encoded size the replicated catalog may reach (oldest forgotten first): it travels in
 /// every snapshot header, which is bounded by `SNAPSHOT_HEADER_BYTES_MAX`.
 pub const BACKUP_CATALOG_BYTES_MAX: usize = 256 * 1024;
-/// Entries applied to sled per atomic batch when a snapshot is loaded.
-pub const SNAPSHOT_LOAD_BATCH_KEYS: usize = 4096;
 /// Queued requests to the log writer thread before `append` waits.
 pub const LOG_WRITER_QUEUE_MAX: usize = 1024;

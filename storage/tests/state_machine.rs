@@ -1,6 +1,7 @@
-//! The sled state machine: command semantics (versions, deletes, compare-and-swap),
-//! snapshots streamed to another node with equal state checksums, rebuild from the newest
-//! snapshot when sled is behind it, and refusal of a corrupt snapshot.
+//! The in-memory state machine: command semantics (versions, deletes, compare-and-swap),
+//! snapshots streamed to another node with equal state checksums, the state reloaded from
+//! the newest snapshot on open (and the archive mark kept), and refusal of a corrupt
+//! snapshot.
 
 use openraft::storage::Snapshot;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -8,6 +9,7 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use reprise_storage::command::*;
 use reprise_storage::types::{Entry, TypeConfig};
 use reprise_storage::StateMachineStore;
+use std::sync::atomic::Ordering;
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 
@@ -122,7 +124,7 @@ async fn versions_deletes_and_compare_and_swap() {
 }
 
 #[tokio::test]
-async fn snapshot_streams_to_another_node_and_rebuilds_a_lost_sled() {
+async fn snapshot_streams_to_another_node_and_is_the_state_after_a_restart() {
     let (a_dir, b_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
     let mut a = StateMachineStore::open(a_dir.path()).unwrap();
     let entries: Vec<Entry> = (1..=2000)
@@ -140,10 +142,62 @@ async fn snapshot_streams_to_another_node_and_rebuilds_a_lost_sled() {
     assert_eq!(b.view().checksum().unwrap(), sum_a);
     drop(b);
 
-    // Lose B's sled entirely: reopening rebuilds it from the snapshot file.
-    std::fs::remove_dir_all(b_dir.path().join("sled")).unwrap();
+    // A restart loses the memory: reopening loads the state from the snapshot file.
     let b = StateMachineStore::open(b_dir.path()).unwrap();
     assert_eq!(b.view().checksum().unwrap(), sum_a);
+}
+
+/// Reopened, a state machine holds its newest snapshot's state, not the entries applied
+/// after it (openraft applies those again from the log), and keeps the archive mark,
+/// which is a fact about the archive rather than about the data.
+#[tokio::test]
+async fn reopening_starts_from_the_newest_snapshot_and_keeps_the_archive_mark() {
+    let dir = TempDir::new().unwrap();
+    let mut sm = StateMachineStore::open(dir.path()).unwrap();
+    sm.apply(vec![entry(1, put("a", "1")), entry(2, put("b", "2"))])
+        .await
+        .unwrap();
+    let at_snapshot = sm.view().checksum().unwrap();
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    sm.apply(vec![
+        entry(3, put("a", "after the snapshot")),
+        entry(4, Operation::ArchiveMark { through: 3 }),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(sm.archived_through().load(Ordering::Acquire), 3);
+    drop(sm);
+
+    let mut sm = StateMachineStore::open(dir.path()).unwrap();
+    assert_eq!(sm.view().checksum().unwrap(), at_snapshot);
+    assert_eq!(sm.view().applied().unwrap().map(|l| l.index), Some(2));
+    assert_eq!(sm.archived_through().load(Ordering::Acquire), 3);
+    // Applying the later entries again gives the state they gave before.
+    sm.apply(vec![
+        entry(3, put("a", "after the snapshot")),
+        entry(4, Operation::ArchiveMark { through: 3 }),
+    ])
+    .await
+    .unwrap();
+    let a = sm.view().get(b"a").unwrap().expect("a is present");
+    assert_eq!(
+        (a.value.as_slice(), a.version),
+        (&b"after the snapshot"[..], 2)
+    );
+    assert_eq!(sm.archived_through().load(Ordering::Acquire), 3);
+
+    // Without any snapshot, a reopened state machine is empty.
+    let fresh = TempDir::new().unwrap();
+    let mut sm = StateMachineStore::open(fresh.path()).unwrap();
+    sm.apply(vec![entry(1, put("a", "1"))]).await.unwrap();
+    drop(sm);
+    let sm = StateMachineStore::open(fresh.path()).unwrap();
+    assert_eq!(sm.view().applied().unwrap(), None);
+    assert_eq!(sm.view().checksum().unwrap().keys, 0);
 }
 
 #[tokio::test]
@@ -313,8 +367,8 @@ fn initial_keys() -> Vec<Operation> {
 }
 
 /// A snapshot describes the state at the moment openraft asked for a builder, even when
-/// entries are applied before and while it is written (copy-on-write: applies are not
-/// held off for the length of a snapshot).
+/// entries are applied before and while it is written (the builder holds a structural
+/// copy: applies are not held off for the length of a snapshot).
 #[tokio::test]
 async fn snapshot_is_the_state_at_its_start_while_applies_go_on() {
     let dir = TempDir::new().unwrap();

@@ -1,5 +1,5 @@
 //! The software of one simulated node: openraft with the real state machine
-//! (`reprise_storage::StateMachineStore` on sled, applying the real commands) over the
+//! (`reprise_storage::StateMachineStore`, applying the real commands) over the
 //! simulated disk and network, the HLC stamping writes from simulated time, and the real
 //! linearizable read path (leader lease, else batched read-index rounds; a lease holder
 //! refuses votes, as the real peer service does) and quiet rejoin. A crash drops all of it; the disk

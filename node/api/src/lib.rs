@@ -1,7 +1,7 @@
 //! reprise-api: the wire protocol of Reprise (generated from `proto/`), the validated
 //! request types servers build from it, the size limits both sides enforce, the
 //! site-aware fault-tolerance arithmetic, and the leader-following client used by the
-//! CLI, chaos and applications. No openraft, no sled.
+//! CLI, chaos and applications. No openraft, no storage.
 
 pub mod client;
 pub mod limits;

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::format::{SnapshotHeader, SnapshotReader, SnapshotWriter};
 use crate::error::SnapshotError;
 use crate::error::StateMachineError;
-use crate::state_machine::keyspace::user_key;
 use crate::state_machine::value::StoredValue;
 
 const SUFFIX: &str = ".snap";
@@ -102,18 +101,17 @@ impl SnapshotDir {
             .join(format!("snap-{index:020}-{term:020}{SUFFIX}"))
     }
 
-    /// Writes `records` (tree key and raw stored value of every data key, in key order:
-    /// `KvView::as_of`) as a snapshot with `header`. Returns the durable file.
-    pub fn build(
+    /// Writes `records` (every key and its stored value, in key order) as a snapshot
+    /// with `header`. Returns the durable file.
+    pub fn build<'a>(
         &self,
         header: SnapshotHeader,
-        records: impl Iterator<Item = Result<(Vec<u8>, sled::IVec), StateMachineError>>,
+        records: impl Iterator<Item = (&'a [u8], &'a StoredValue)>,
     ) -> Result<SnapshotFile, StateMachineError> {
         let partial = self.partial_path();
         let mut writer = SnapshotWriter::create(&partial, &header)?;
-        for item in records {
-            let (k, v) = item?;
-            writer.push(user_key(&k), &StoredValue::decode(&v)?)?;
+        for (key, value) in records {
+            writer.push(key, value)?;
         }
         writer.finish()?;
         Ok(self.accept(&partial, header)?)

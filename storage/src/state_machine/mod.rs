@@ -1,12 +1,13 @@
-//! The state machine: user data in sled with applied log id, membership and last HLC
-//! stored beside it, snapshots written to our own fsynced files while applies go on
-//! (copy-on-write, `capture.rs`), and the openraft `RaftStateMachine` implementation.
-//! sled is never the only durable copy: on open, a sled state older than the newest
-//! snapshot is rebuilt from that snapshot.
+//! The state machine: user data in memory (`state.rs`, a persistent map whose copies
+//! share structure), snapshots written to our own fsynced files from an O(1) copy of the
+//! state while applies go on, and the openraft `RaftStateMachine` implementation.
+//! The Raft log is the write-ahead log and snapshot files are the checkpoints: on open,
+//! the state is the newest snapshot's, and openraft applies the entries after it again
+//! as it learns they are committed.
 
 pub mod apply;
-mod capture;
-pub mod keyspace;
+mod archived;
+mod state;
 pub mod value;
 pub mod view;
 
@@ -19,21 +20,18 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{OptionalSend, StorageIOError};
 use tracing::info;
 
-use self::apply::{encode_meta, ApplyBatch};
-use self::capture::CaptureGuard;
-use self::keyspace::{
-    data_key, META_APPLIED, META_ARCHIVED, META_CLUSTER, META_LAST_HLC, META_MEMBERSHIP,
-};
+use self::apply::ApplyBatch;
+use self::state::{Data, State};
 use self::view::KvView;
+use crate::cluster_config::ClusterConfig;
 use crate::command::CommandResponse;
 use crate::error::{SnapshotError, StateMachineError};
-use crate::limits::SNAPSHOT_LOAD_BATCH_KEYS;
 use crate::snapshot::{SnapshotDir, SnapshotFile, SnapshotHeader, SnapshotReader};
 use crate::types::{Entry, LogId, RaftStorageError, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// The Raft state machine of one node.
 pub struct StateMachineStore {
-    _db: sled::Db,
+    dir: PathBuf,
     view: KvView,
     snapshots: Arc<SnapshotDir>,
     receiving: Option<PathBuf>,
@@ -41,31 +39,25 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// Opens the state machine under `dir` (`dir/sled`, `dir/snapshots`), rebuilding sled from
-    /// the newest snapshot when sled is behind it.
+    /// Opens the state machine under `dir` (`dir/snapshots`, `dir/archived`): the state
+    /// is loaded from the newest snapshot, if there is one, after checking it end to end.
     pub fn open(dir: &Path) -> Result<Self, StateMachineError> {
-        let db = sled::Config::new().path(dir.join("sled")).open()?;
-        let tree = db.open_tree("state")?;
+        std::fs::create_dir_all(dir).map_err(|source| StateMachineError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
-        let view = KvView::new(tree);
-        let archived = view.meta::<u64>(META_ARCHIVED)?.unwrap_or(0);
+        let archived = archived::read(dir)?;
         let store = StateMachineStore {
-            _db: db,
-            view,
+            dir: dir.to_path_buf(),
+            view: KvView::new(),
             snapshots: Arc::new(snapshots),
             receiving: None,
             archived: Arc::new(AtomicU64::new(archived)),
         };
         if let Some(newest) = store.snapshots.newest()? {
-            let applied = store.view.applied()?;
-            if applied < newest.header.meta.last_log_id {
-                info!(
-                    snapshot = %newest.path.display(),
-                    ?applied,
-                    "state machine is behind the newest snapshot; rebuilding from it"
-                );
-                load_snapshot(&store.view, &newest.path)?;
-            }
+            info!(snapshot = %newest.path.display(), "loading the state from the newest snapshot");
+            load_snapshot(&store.view, &newest.path)?;
         }
         Ok(store)
     }
@@ -88,14 +80,21 @@ impl StateMachineStore {
         self.archived.clone()
     }
 
-    fn membership(&self) -> Result<StoredMembership, StateMachineError> {
-        Ok(self.view.meta(META_MEMBERSHIP)?.unwrap_or_default())
+    /// Stores a raised archive mark durably, then publishes it.
+    async fn raise_archived(&self, through: u64) -> Result<(), StateMachineError> {
+        if through <= self.archived.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        blocking(move || Ok(archived::write(&dir, through)?)).await?;
+        self.archived.fetch_max(through, Ordering::Release);
+        Ok(())
     }
 }
 
 /// Replaces the whole state with the snapshot at `path`: verifies the file end to end
-/// first, then loads it in bounded batches. The applied id is written last, so a crash
-/// during the load leaves a state that the next open rebuilds again.
+/// first, then reads it into a new state and swaps that in, so readers see the old
+/// state or the new one and a bad file changes nothing.
 pub fn load_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, StateMachineError> {
     verify_snapshot(path)?;
     fill_from_snapshot(view, path)
@@ -109,32 +108,20 @@ pub fn verify_snapshot(path: &Path) -> Result<SnapshotHeader, StateMachineError>
 }
 
 fn fill_from_snapshot(view: &KvView, path: &Path) -> Result<SnapshotHeader, StateMachineError> {
-    // A snapshot still being written describes the state this load replaces.
-    view.captures.wait_closed();
-    let _gate = view.write_gate();
-    let archived = view.tree.get(META_ARCHIVED)?;
-    view.tree.clear()?;
     let mut reader = SnapshotReader::open(path)?;
     let header = reader.header().clone();
-    let mut batch = sled::Batch::default();
-    let mut pending = 0;
+    let mut data = Data::new();
     while let Some((key, value)) = reader.next_record()? {
-        batch.insert(data_key(&key), value.encode());
-        pending += 1;
-        if pending == SNAPSHOT_LOAD_BATCH_KEYS {
-            view.tree.apply_batch(std::mem::take(&mut batch))?;
-            pending = 0;
-        }
+        data.insert(Arc::from(key), Arc::new(value));
     }
-    batch.insert(META_MEMBERSHIP, encode_meta(&header.meta.last_membership)?);
-    batch.insert(META_LAST_HLC, encode_meta(&header.last_hlc)?);
-    batch.insert(META_CLUSTER, header.cluster.encode());
-    batch.insert(META_APPLIED, encode_meta(&header.meta.last_log_id)?);
-    if let Some(archived) = archived {
-        batch.insert(META_ARCHIVED, archived);
-    }
-    view.tree.apply_batch(batch)?;
-    view.tree.flush()?;
+    let loaded = State {
+        data,
+        applied: header.meta.last_log_id,
+        membership: header.meta.last_membership.clone(),
+        last_hlc: header.last_hlc,
+        cluster: Arc::new(header.cluster.clone()),
+    };
+    *view.write() = loaded;
     Ok(header)
 }
 
@@ -167,39 +154,27 @@ async fn open_snapshot(file: SnapshotFile) -> Result<Snapshot<TypeConfig>, RaftS
     })
 }
 
-/// Builder handed to openraft: holds the header and an open capture of the state as it
-/// was when openraft asked for it, and writes the snapshot from them while applies go on.
+/// Builder handed to openraft: holds a copy of the state as it was when openraft asked
+/// for it, and writes the snapshot from that copy while applies go on.
 pub struct SnapshotBuilder {
-    view: KvView,
     snapshots: Arc<SnapshotDir>,
-    started: Option<Result<(SnapshotHeader, CaptureGuard), String>>,
+    state: Option<State>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let (header, capture) = match self.started.take() {
-            Some(Ok(started)) => started,
-            Some(Err(reason)) => {
-                return Err(sm_err(StateMachineError::Meta {
-                    name: "snapshot".into(),
-                    reason,
-                }))
-            }
-            None => {
-                return Err(sm_err(StateMachineError::Meta {
-                    name: "snapshot".into(),
-                    reason: "builder used twice".into(),
-                }))
-            }
+        let Some(state) = self.state.take() else {
+            return Err(sm_err(StateMachineError::Meta {
+                name: "snapshot".into(),
+                reason: "builder used twice".into(),
+            }));
         };
-        let (view, snapshots) = (self.view.clone(), self.snapshots.clone());
+        let snapshots = self.snapshots.clone();
         let file = blocking(move || {
-            let file = snapshots.build(header, view.as_of(capture.capture()))?;
-            info!(
-                path = %file.path.display(),
-                changed_keys_meanwhile = capture.capture().changed_keys(),
-                "snapshot written while applies went on"
-            );
+            let header = snapshot_header(&state);
+            let records = state.data.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+            let file = snapshots.build(header, records)?;
+            info!(path = %file.path.display(), keys = state.data.len(), "snapshot written");
             Ok(file)
         })
         .await
@@ -215,7 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
         let applied = self.view.applied().map_err(read_err)?;
-        Ok((applied, self.membership().map_err(read_err)?))
+        Ok((applied, self.view.membership()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, RaftStorageError>
@@ -223,29 +198,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = ApplyBatch::new(&self.view).map_err(sm_err)?;
         let mut responses = Vec::new();
-        for entry in entries {
-            let resp = batch
-                .apply(&entry)
-                .map_err(|e| RaftStorageError::from(StorageIOError::apply(entry.log_id, &e)))?;
-            responses.push(resp);
-        }
-        if let Some(archived) = batch.commit().map_err(sm_err)? {
-            self.archived.fetch_max(archived, Ordering::Release);
+        let archived = {
+            let mut batch = ApplyBatch::new(self.view.write());
+            for entry in entries {
+                let resp = batch
+                    .apply(&entry)
+                    .map_err(|e| RaftStorageError::from(StorageIOError::apply(entry.log_id, &e)))?;
+                responses.push(resp);
+            }
+            batch.finish()
+        };
+        if let Some(through) = archived {
+            self.raise_archived(through).await.map_err(sm_err)?;
         }
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // openraft asks between applies, so the header and the capture's start describe
-        // the same state; the file itself is written by `build_snapshot`.
-        let view = self.view.clone();
-        let started = snapshot_header(&view).map(|header| (header, view.begin_capture()));
+        // openraft asks between applies; the copy shares structure with the live state,
+        // and the file itself is written by `build_snapshot`.
         SnapshotBuilder {
-            view,
             snapshots: self.snapshots.clone(),
-            started: Some(started.map_err(|e| e.to_string())),
+            state: Some(self.view.copy()),
         }
     }
 
@@ -338,18 +313,17 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
     }
 }
 
-/// The header of a snapshot of the state `view` holds now.
-fn snapshot_header(view: &KvView) -> Result<SnapshotHeader, StateMachineError> {
-    let applied = view.applied()?;
-    Ok(SnapshotHeader {
+/// The header of a snapshot of `state`.
+fn snapshot_header(state: &State) -> SnapshotHeader {
+    SnapshotHeader {
         meta: SnapshotMeta {
-            last_log_id: applied,
-            last_membership: view.meta(META_MEMBERSHIP)?.unwrap_or_default(),
-            snapshot_id: snapshot_id(applied),
+            last_log_id: state.applied,
+            last_membership: state.membership.clone(),
+            snapshot_id: snapshot_id(state.applied),
         },
-        last_hlc: view.last_hlc()?,
-        cluster: view.cluster_config()?,
-    })
+        last_hlc: state.last_hlc,
+        cluster: ClusterConfig::clone(&state.cluster),
+    }
 }
 
 fn snapshot_id(applied: Option<LogId>) -> String {

@@ -1,29 +1,23 @@
 //! Read-only view of the state machine for the read path (get, scan) and for state
-//! checksums. Cheap to clone. sled iterators are not snapshots, so every read holds the
-//! shared side of the apply gate and every apply batch (and snapshot load) the exclusive
-//! side: a scan never observes half of a transaction or of a snapshot install. A snapshot
-//! being written does not hold the gate: it reads through a capture (`capture.rs`).
+//! checksums. Cheap to clone. Reads hold the shared side of the state's lock for one
+//! lookup or one bounded scan; an apply batch (and a snapshot install) holds the
+//! exclusive side, so a read never observes half of a transaction or of an install.
+//! Whole-state reads (checksums, snapshots) take an O(1) copy of the state and read it
+//! without holding the lock.
 
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use serde::de::DeserializeOwned;
-
-use super::capture::{AsOfCapture, Capture, CaptureGuard, Captures};
-use super::keyspace::{
-    data_key, prefix_end, user_key, DATA_PREFIX, META_APPLIED, META_CLUSTER, META_LAST_HLC,
-};
+use super::state::State;
 use super::value::StoredValue;
 use crate::cluster_config::ClusterConfig;
 use crate::error::StateMachineError;
-use crate::types::LogId;
+use crate::types::{LogId, StoredMembership};
 
-/// Read handle on the state machine's tree.
+/// Read handle on the state machine's state.
 #[derive(Clone)]
 pub struct KvView {
-    pub(crate) tree: sled::Tree,
-    gate: Arc<RwLock<()>>,
-    pub(crate) captures: Arc<Captures>,
+    state: Arc<RwLock<State>>,
 }
 
 /// One key and its stored value, as returned by scans.
@@ -50,50 +44,31 @@ impl StateChecksum {
 }
 
 impl KvView {
-    pub(crate) fn new(tree: sled::Tree) -> Self {
+    pub(crate) fn new() -> Self {
         KvView {
-            tree,
-            gate: Arc::new(RwLock::new(())),
-            captures: Arc::new(Captures::default()),
+            state: Arc::new(RwLock::new(State::default())),
         }
     }
 
-    /// Opens a capture of the current state (see `capture.rs`); the caller makes sure no
-    /// apply batch is being written.
-    pub(crate) fn begin_capture(&self) -> CaptureGuard {
-        self.captures.begin()
+    /// Shared side of the state's lock: held by reads.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The data keys as they were when `capture` began, in order, as (tree key, raw value).
-    pub(crate) fn as_of<'a>(&self, capture: &'a Capture) -> AsOfCapture<'a> {
-        AsOfCapture::new(self.tree.scan_prefix([DATA_PREFIX]), capture)
+    /// Exclusive side of the state's lock: held while a batch is applied or a snapshot
+    /// installed.
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Shared side of the apply gate: held by reads.
-    fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Exclusive side of the apply gate: held while a batch or snapshot is written.
-    pub(crate) fn write_gate(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate.write().unwrap_or_else(|p| p.into_inner())
+    /// A point-in-time copy of the whole state (shares structure; O(1)).
+    pub(crate) fn copy(&self) -> State {
+        self.read().clone()
     }
 
     /// Current value of `key`, or None when absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, StateMachineError> {
-        let _gate = self.read_gate();
-        self.get_unguarded(key)
-    }
-
-    /// `get` for callers that already hold the gate (the apply path).
-    pub(crate) fn get_unguarded(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<StoredValue>, StateMachineError> {
-        match self.tree.get(data_key(key))? {
-            Some(raw) => Ok(Some(StoredValue::decode(&raw)?)),
-            None => Ok(None),
-        }
+        Ok(self.read().data.get(key).map(|v| StoredValue::clone(v)))
     }
 
     /// Keys in `[start, end)` (end None = unbounded), at most `limit` of them, in order.
@@ -103,23 +78,21 @@ impl KvView {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StateMachineError> {
-        let lower = Bound::Included(data_key(start));
         let upper = match end {
-            Some(end) => Bound::Excluded(data_key(end)),
-            None => match prefix_end(&[DATA_PREFIX]) {
-                Some(e) => Bound::Excluded(e),
-                None => Bound::Unbounded,
-            },
+            Some(end) if end <= start => return Ok(Vec::new()),
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
         };
-        let mut out = Vec::new();
-        let _gate = self.read_gate();
-        for item in self.tree.range::<Vec<u8>, _>((lower, upper)).take(limit) {
-            let (k, v) = item?;
-            out.push(KeyValue {
-                key: user_key(&k).to_vec(),
-                value: StoredValue::decode(&v)?,
-            });
-        }
+        let state = self.read();
+        let out = state
+            .data
+            .range::<_, [u8]>((Bound::Included(start), upper))
+            .take(limit)
+            .map(|(k, v)| KeyValue {
+                key: k.to_vec(),
+                value: StoredValue::clone(v),
+            })
+            .collect();
         Ok(out)
     }
 
@@ -137,56 +110,51 @@ impl KvView {
 
     /// Last applied log id.
     pub fn applied(&self) -> Result<Option<LogId>, StateMachineError> {
-        self.meta(META_APPLIED).map(Option::flatten)
+        Ok(self.read().applied)
+    }
+
+    /// Membership as of the last applied entry.
+    pub(crate) fn membership(&self) -> StoredMembership {
+        self.read().membership.clone()
     }
 
     /// The replicated cluster config (backup targets, backup catalog).
     pub fn cluster_config(&self) -> Result<ClusterConfig, StateMachineError> {
-        match self.tree.get(META_CLUSTER)? {
-            Some(raw) => ClusterConfig::decode(&raw).map_err(|e| StateMachineError::Meta {
-                name: "cluster config".into(),
-                reason: e.to_string(),
-            }),
-            None => Ok(ClusterConfig::default()),
-        }
+        Ok(ClusterConfig::clone(&self.read().cluster))
     }
 
     /// Highest HLC stamp applied so far (0 when nothing was applied).
     pub fn last_hlc(&self) -> Result<u64, StateMachineError> {
-        Ok(self.meta::<u64>(META_LAST_HLC)?.unwrap_or(0))
-    }
-
-    pub(crate) fn meta<T: DeserializeOwned>(
-        &self,
-        name: &[u8],
-    ) -> Result<Option<T>, StateMachineError> {
-        match self.tree.get(name)? {
-            Some(raw) => Ok(Some(postcard::from_bytes(&raw).map_err(|e| {
-                StateMachineError::Meta {
-                    name: String::from_utf8_lossy(name).into_owned(),
-                    reason: e.to_string(),
-                }
-            })?)),
-            None => Ok(None),
-        }
+        Ok(self.read().last_hlc)
     }
 
     /// Checksum of the whole user state and the applied index it corresponds to.
     pub fn checksum(&self) -> Result<StateChecksum, StateMachineError> {
-        let _gate = self.read_gate();
-        let applied = self.applied()?;
+        let state = self.copy();
         let mut hasher = StateHasher::default();
-        for item in self.tree.scan_prefix([DATA_PREFIX]) {
-            let (k, v) = item?;
-            hasher.push(user_key(&k), &StoredValue::decode(&v)?);
+        for (key, value) in state.data.iter() {
+            hasher.push(key, value);
         }
         let (keys, digest) = hasher.finish();
         Ok(StateChecksum {
-            applied_index: applied.map(|l| l.index).unwrap_or(0),
+            applied_index: state.applied.map(|l| l.index).unwrap_or(0),
             keys,
             digest,
         })
     }
+}
+
+/// The smallest key strictly greater than every key starting with `prefix`, or None
+/// when no such key exists (empty prefix, or all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Incremental state checksum; the same definition is used for snapshots.
@@ -211,5 +179,18 @@ impl StateHasher {
     /// Number of keys and digest.
     pub fn finish(&self) -> (u64, [u8; 32]) {
         (self.keys, *self.hasher.finalize().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
     }
 }
