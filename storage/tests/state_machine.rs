@@ -416,3 +416,35 @@ async fn snapshot_written_during_concurrent_applies_is_the_state_at_its_start() 
         "after {round} rounds of churn"
     );
 }
+
+/// Loading a snapshot whose last record is damaged fails naming the file, and the state
+/// it was to replace is untouched (the file is read in full before anything is swapped).
+#[tokio::test]
+async fn a_damaged_snapshot_is_not_loaded_and_the_state_is_kept() {
+    let dir = TempDir::new().unwrap();
+    let mut a = StateMachineStore::open(&dir.path().join("a")).unwrap();
+    apply_all(&mut a, 1, initial_keys(), 16).await;
+    a.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let file = std::fs::read_dir(dir.path().join("a").join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let near_end = bytes.len() - 60;
+    bytes[near_end] ^= 0x01;
+    let damaged = dir.path().join("damaged.snap");
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    let mut b = StateMachineStore::open(&dir.path().join("b")).unwrap();
+    b.apply(vec![entry(1, put("mine", "kept"))]).await.unwrap();
+    let before = b.view().checksum().unwrap();
+    let err = reprise_storage::state_machine::load_snapshot(&b.view(), &damaged).unwrap_err();
+    assert!(err.to_string().contains("damaged.snap"), "{err}");
+    assert_eq!(b.view().checksum().unwrap(), before);
+}
