@@ -1,7 +1,8 @@
 //! `reprise bench compare`: the side-by-side benchmark against etcd. Starts a scratch
 //! Reprise cluster (3 sites x 1 node) and a scratch 3-member etcd cluster on 127.0.0.1,
 //! runs the same matrix on both, alternating the two systems cell by cell (clients x
-//! put / linearizable get x value size), measures each node's resident memory after
+//! put / linearizable get x value size; which system goes first alternates too, so
+//! neither always runs just after the other's cell or preload), measures each node's resident memory after
 //! loading the same keys, times leader failover on both, and writes BENCHMARKS.md with
 //! every figure and the Reprise/etcd ratio measured in the same run. Everything it
 //! starts it stops.
@@ -53,6 +54,8 @@ struct Cell {
     reprise: LoadReport,
     etcd: LoadReport,
     ratio: f64,
+    /// The system measured first in this cell.
+    first: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,26 +109,34 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
     {
         let reprise = cluster(Target::Reprise, &scratch).await?;
         let etcd = cluster(Target::Etcd, &scratch).await?;
+        // Which system goes first alternates (preloads and cells alike): the one measured
+        // second gets a disk and page cache settled by the other's run.
+        let mut reprise_first = true;
         for &value in &values {
-            for (system, c) in [("reprise", &reprise), ("etcd", &etcd)] {
+            let mut order = [("reprise", &reprise), ("etcd", &etcd)];
+            if !reprise_first {
+                order.reverse();
+            }
+            reprise_first = !reprise_first;
+            for (system, c) in order {
                 let pre = load_args(c_target(system), "put", 64, value, 0);
                 eprintln!("preloading 10000 keys of {value} B into {system}...");
                 preload(c, &pre, 10_000, false).await?;
             }
             for workload in ["put", "get-linearizable"] {
                 for &n in &clients {
-                    let r = load_on(
-                        &reprise,
-                        &load_args(Target::Reprise, workload, n, value, args.duration_s),
-                        false,
-                    )
-                    .await?;
-                    let e = load_on(
-                        &etcd,
-                        &load_args(Target::Etcd, workload, n, value, args.duration_s),
-                        false,
-                    )
-                    .await?;
+                    let on_reprise =
+                        load_args(Target::Reprise, workload, n, value, args.duration_s);
+                    let on_etcd = load_args(Target::Etcd, workload, n, value, args.duration_s);
+                    let (r, e) = if reprise_first {
+                        let r = load_on(&reprise, &on_reprise, false).await?;
+                        (r, load_on(&etcd, &on_etcd, false).await?)
+                    } else {
+                        let e = load_on(&etcd, &on_etcd, false).await?;
+                        (load_on(&reprise, &on_reprise, false).await?, e)
+                    };
+                    let first = if reprise_first { "reprise" } else { "etcd" };
+                    reprise_first = !reprise_first;
                     let ratio = r.ops_per_s / e.ops_per_s.max(1e-9);
                     eprintln!(
                         "{workload:<17} {value:>5} B {n:>4} clients: reprise {:>7.0} ops/s p99 {:>6.1} ms | etcd {:>7.0} ops/s p99 {:>6.1} ms | {ratio:.2}x",
@@ -138,6 +149,7 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
                         reprise: r,
                         etcd: e,
                         ratio,
+                        first,
                     });
                 }
             }
@@ -265,7 +277,7 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     let _ = writeln!(md, "# Benchmarks: Reprise against etcd\n");
     let _ = writeln!(
         md,
-        "Measured by `bench/compare.sh` (`reprise bench compare`): both systems on this machine in one run, the cells alternating between them, {} s per cell.\n",
+        "Measured by `bench/compare.sh` (`reprise bench compare`): both systems on this machine in one run, the cells alternating between them (which one runs first alternates from cell to cell, column \"first\"), {} s per cell.\n",
         args.duration_s
     );
     let _ = writeln!(md, "- Machine: {}", c.machine);
@@ -277,13 +289,13 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     let _ = writeln!(md, "## Throughput and latency\n");
     let _ = writeln!(
         md,
-        "| workload | value | clients | Reprise ops/s | etcd ops/s | Reprise/etcd | Reprise p50 / p99 ms | etcd p50 / p99 ms | errors R/E |"
+        "| workload | value | clients | Reprise ops/s | etcd ops/s | Reprise/etcd | Reprise p50 / p99 ms | etcd p50 / p99 ms | errors R/E | first |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for cell in &c.cells {
         let _ = writeln!(
             md,
-            "| {} | {} B | {} | {:.0} | {:.0} | {:.2}x | {:.1} / {:.1} | {:.1} / {:.1} | {}/{} |",
+            "| {} | {} B | {} | {:.0} | {:.0} | {:.2}x | {:.1} / {:.1} | {:.1} / {:.1} | {}/{} | {} |",
             cell.workload,
             cell.value_size,
             cell.clients,
@@ -295,7 +307,8 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
             cell.etcd.p50_ms,
             cell.etcd.p99_ms,
             cell.reprise.errors,
-            cell.etcd.errors
+            cell.etcd.errors,
+            cell.first
         );
     }
     let _ = writeln!(
