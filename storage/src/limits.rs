@@ -12,5 +12,3 @@ pub const BACKUP_CATALOG_MAX: usize = 256;
 /// Encoded size the replicated catalog may reach (oldest forgotten first): it travels in
 /// every snapshot header, which is bounded by `SNAPSHOT_HEADER_BYTES_MAX`.
 pub const BACKUP_CATALOG_BYTES_MAX: usize = 256 * 1024;
-/// Queued requests to the log writer thread before `append` waits.
-pub const LOG_WRITER_QUEUE_MAX: usize = 1024;

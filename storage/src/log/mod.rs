@@ -1,5 +1,6 @@
-//! The Raft log of our own: checksummed segment files, a group-commit writer thread, the
-//! vote file, and the openraft `RaftLogStorage` implementation over them.
+//! The Raft log of our own: checksummed segment files, the writer that makes every append
+//! durable before it returns, the vote file, and the openraft `RaftLogStorage`
+//! implementation over them.
 
 pub mod segment;
 pub mod store;

@@ -1,7 +1,7 @@
 //! `SegmentLog`: the durable, append-only Raft log of byte records keyed by consecutive
 //! u64 indices, stored as checksummed segment files in one directory. It owns the file
 //! format, crash recovery (torn tail truncated, corruption refused), group-commit
-//! syncing, truncation and purging. Synchronous and single-owner: one writer thread
+//! syncing, truncation and purging. Synchronous and single-owner: the `LogWriter`
 //! drives it.
 //!
 //! On-disk format, version 1:

@@ -1,7 +1,7 @@
 //! `LogStore`: openraft's `RaftLogStorage` over our segment files. Entries not yet purged
 //! are also kept decoded in memory (bounded by the snapshot policy), so reads never touch
-//! the disk; every change goes through the writer thread, which acknowledges appends
-//! only after fdatasync.
+//! the disk; every change goes through the `LogWriter` on the caller's thread, and an
+//! `append` returns (and fires openraft's flush callback) only after fdatasync.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -10,18 +10,15 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, StorageIOError, Vote};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{SegmentLog, SegmentLogError, SegmentLogOptions};
-use super::writer::{self, Completion, WriterRequest, PURGED_FILE};
+use super::writer::{LogWriter, PURGED_FILE};
 use crate::atomic_file::{read_checked, write_atomic, AtomicFileError};
 use crate::command::entry_payload_bytes;
-use crate::limits::LOG_WRITER_QUEUE_MAX;
 use crate::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig};
 
 /// File, in the log directory, holding the vote.
@@ -36,8 +33,6 @@ pub enum LogOpenError {
     File(#[from] AtomicFileError),
     #[error("raft log entry {index} passed its checksum but cannot be decoded: {reason}")]
     Decode { index: u64, reason: String },
-    #[error("start the raft log writer thread: {0}")]
-    Thread(io::Error),
 }
 
 #[derive(Default)]
@@ -138,8 +133,7 @@ pub struct LogStore {
     reader: LogReader,
     dir: PathBuf,
     vote: Option<Vote<NodeId>>,
-    tx: Option<mpsc::Sender<WriterRequest>>,
-    thread: Option<JoinHandle<()>>,
+    writer: LogWriter,
     syncs: Arc<AtomicU64>,
     hlc_watermark: Arc<AtomicU64>,
     purge_limit: Arc<AtomicU64>,
@@ -164,10 +158,8 @@ impl LogStore {
             entries.insert(index, entry);
         }
         let highest = entries.values().filter_map(entry_hlc).max().unwrap_or(0);
-        let (tx, rx) = mpsc::channel(LOG_WRITER_QUEUE_MAX);
         let syncs = Arc::new(AtomicU64::new(0));
-        let thread = writer::spawn(segments, dir.to_path_buf(), rx, syncs.clone())
-            .map_err(LogOpenError::Thread)?;
+        let writer = LogWriter::new(segments, dir.to_path_buf(), syncs.clone());
         Ok(LogStore {
             reader: LogReader {
                 inner: Arc::new(Mutex::new(Inner {
@@ -177,8 +169,7 @@ impl LogStore {
             },
             dir: dir.to_path_buf(),
             vote,
-            tx: Some(tx),
-            thread: Some(thread),
+            writer,
             syncs,
             hlc_watermark: Arc::new(AtomicU64::new(highest)),
             purge_limit: Arc::new(AtomicU64::new(u64::MAX)),
@@ -210,65 +201,29 @@ impl LogStore {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Appends already-stamped entries and returns a receiver that fires once they are
-    /// durable. openraft's `append` is this plus its callback.
-    pub async fn append_entries(
-        &mut self,
-        entries: impl IntoIterator<Item = Entry>,
-    ) -> Result<oneshot::Receiver<io::Result<()>>, RaftStorageError> {
-        let (tx, rx) = oneshot::channel();
-        let done: Completion = Box::new(move |r| {
-            let _ = tx.send(r);
-        });
-        self.submit(entries, done).await?;
-        Ok(rx)
+    /// Appends already-stamped entries; they are durable (one fdatasync) when this
+    /// returns. openraft's `append` is this plus its flush callback.
+    pub fn append_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
+        let records = self.encode(entries).map_err(io::Error::other)?;
+        self.writer.append(&records)
     }
 
-    async fn submit(
+    /// Encodes `entries` for the segment files and adds them to the in-memory log.
+    fn encode(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
-        done: Completion,
-    ) -> Result<(), RaftStorageError> {
+    ) -> Result<Vec<(u64, Vec<u8>)>, postcard::Error> {
         let mut records = Vec::new();
-        {
-            let mut inner = self.reader.lock();
-            for entry in entries {
-                let index = entry.log_id.index;
-                records.push((index, postcard::to_allocvec(&entry).map_err(encode_err)?));
-                if let Some(hlc) = entry_hlc(&entry) {
-                    self.hlc_watermark.fetch_max(hlc, Ordering::Relaxed);
-                }
-                inner.entries.insert(index, entry);
+        let mut inner = self.reader.lock();
+        for entry in entries {
+            let index = entry.log_id.index;
+            records.push((index, postcard::to_allocvec(&entry)?));
+            if let Some(hlc) = entry_hlc(&entry) {
+                self.hlc_watermark.fetch_max(hlc, Ordering::Relaxed);
             }
+            inner.entries.insert(index, entry);
         }
-        self.send(WriterRequest::Append { records, done }).await
-    }
-
-    async fn send(&self, req: WriterRequest) -> Result<(), RaftStorageError> {
-        let tx = self.tx.as_ref().ok_or_else(|| writer_gone(None))?;
-        tx.send(req).await.map_err(|_| writer_gone(None))
-    }
-
-    async fn request(
-        &self,
-        make: impl FnOnce(oneshot::Sender<io::Result<()>>) -> WriterRequest,
-    ) -> Result<(), RaftStorageError> {
-        let (done, wait) = oneshot::channel();
-        self.send(make(done)).await?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(writer_gone(Some(e))),
-            Err(_) => Err(writer_gone(None)),
-        }
-    }
-}
-
-impl Drop for LogStore {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        Ok(records)
     }
 }
 
@@ -297,8 +252,7 @@ fn entry_hlc(entry: &Entry) -> Option<u64> {
     }
 }
 
-fn writer_gone(cause: Option<io::Error>) -> RaftStorageError {
-    let e = cause.unwrap_or_else(|| io::Error::other("raft log writer thread stopped"));
+fn log_io(e: io::Error) -> RaftStorageError {
     StorageIOError::write_logs(&e).into()
 }
 
@@ -359,32 +313,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // waiting for the flush callback (its `Condition::LogFlushed` is unimplemented), and
         // the leader counts that answer towards the commit quorum. So `append` itself must
         // not return before the entries are fdatasync'ed, or a follower could acknowledge
-        // entries it then loses. Group commit still happens: openraft hands every queued
-        // client write to one `append`, and the writer thread merges concurrent requests.
-        let (tx, rx) = oneshot::channel();
-        let done: Completion = Box::new(move |r: io::Result<()>| {
-            let copy = r
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| io::Error::new(e.kind(), e.to_string()));
-            callback.log_io_completed(r);
-            let _ = tx.send(copy);
-        });
-        self.submit(entries, done).await?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(writer_gone(Some(e))),
-            Err(_) => Err(writer_gone(None)),
-        }
+        // entries it then loses. The write and the fdatasync run right here, on the
+        // calling task's thread: `RaftCore` waits for this flush before anything else it
+        // does, and a hand-off to another thread would cost two wake-ups per fsync.
+        let records = self.encode(entries).map_err(encode_err)?;
+        let r = self.writer.append(&records);
+        let copy = r
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        callback.log_io_completed(copy);
+        r.map_err(log_io)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         drop(self.reader.lock().entries.split_off(&log_id.index));
-        self.request(|done| WriterRequest::Truncate {
-            index: log_id.index,
-            done,
-        })
-        .await
+        self.writer.truncate(log_id.index).map_err(log_io)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
@@ -411,11 +355,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             inner.last_purged = Some(log_id);
         }
         let purged_record = postcard::to_allocvec(&log_id).map_err(encode_err)?;
-        self.request(|done| WriterRequest::Purge {
-            index: log_id.index,
-            purged_record,
-            done,
-        })
-        .await
+        self.writer
+            .purge(log_id.index, &purged_record)
+            .map_err(log_io)
     }
 }
