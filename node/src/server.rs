@@ -73,6 +73,7 @@ pub async fn run(
         &log_dir,
         SegmentLogOptions {
             segment_bytes_max: config.raft.segment_bytes_max,
+            preallocate: true,
         },
     )?;
     let log_hlc = log.hlc_watermark();

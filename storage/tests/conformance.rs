@@ -15,6 +15,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
             &dir.path().join("log"),
             SegmentLogOptions {
                 segment_bytes_max: 64 * 1024,
+                preallocate: true,
             },
         )
         .expect("open log");

@@ -27,14 +27,21 @@ fn entry(index: u64) -> Entry {
     }
 }
 
+/// Opens with preallocated 16 KiB segments, as a node does (with 64 MiB ones).
 fn open(dir: &Path) -> LogStore {
-    LogStore::open(
-        dir,
-        SegmentLogOptions {
-            segment_bytes_max: 16 * 1024,
-        },
-    )
-    .expect("open log")
+    LogStore::open(dir, options(true)).expect("open log")
+}
+
+/// Opens with files that grow with every append: for damage placed at a file's end.
+fn open_growing(dir: &Path) -> LogStore {
+    LogStore::open(dir, options(false)).expect("open log")
+}
+
+fn options(preallocate: bool) -> SegmentLogOptions {
+    SegmentLogOptions {
+        segment_bytes_max: 16 * 1024,
+        preallocate,
+    }
 }
 
 /// Appends `entries`; they are durable when it returns.
@@ -162,7 +169,7 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn torn_tail_is_truncated_and_middle_corruption_refuses_to_start() {
     let dir = TempDir::new().unwrap();
-    let mut log = open(dir.path());
+    let mut log = open_growing(dir.path());
     append_durably(&mut log, (1..=50).map(entry));
     drop(log);
     let segs = segments(dir.path());
@@ -172,7 +179,7 @@ async fn torn_tail_is_truncated_and_middle_corruption_refuses_to_start() {
     let mut bytes = fs::read(&last).unwrap();
     bytes.extend_from_slice(&[0xAB; 37]);
     fs::write(&last, &bytes).unwrap();
-    let mut log = open(dir.path());
+    let mut log = open_growing(dir.path());
     assert_eq!(indices(&mut log).await, (1..=50).collect::<Vec<_>>());
     drop(log);
 
@@ -181,7 +188,7 @@ async fn torn_tail_is_truncated_and_middle_corruption_refuses_to_start() {
     let n = bytes.len();
     bytes[n - 3] ^= 0xFF;
     fs::write(&last, &bytes).unwrap();
-    let mut log = open(dir.path());
+    let mut log = open_growing(dir.path());
     assert_eq!(indices(&mut log).await, (1..=49).collect::<Vec<_>>());
     drop(log);
 
@@ -191,14 +198,9 @@ async fn torn_tail_is_truncated_and_middle_corruption_refuses_to_start() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
     fs::write(&first, &bytes).unwrap();
-    let err = LogStore::open(
-        dir.path(),
-        SegmentLogOptions {
-            segment_bytes_max: 16 * 1024,
-        },
-    )
-    .err()
-    .expect("a corrupt log must not open");
+    let err = LogStore::open(dir.path(), options(false))
+        .err()
+        .expect("a corrupt log must not open");
     let msg = err.to_string();
     assert!(
         msg.contains(&first.display().to_string()),

