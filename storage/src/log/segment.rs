@@ -1362,12 +1362,37 @@ mod tests {
         }
         let (mut log, rec) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
         assert_eq!(rec.entries, expected(1..=40));
-        assert_eq!(rec.truncated_tail, None, "zeros after the records are no damage");
+        assert_eq!(
+            rec.truncated_tail, None,
+            "zeros after the records are no damage"
+        );
         // Appends continue after the last record, not after the reserved space.
         fill(&mut log, 41..=60);
         drop(log);
         let (_, rec) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
         assert_eq!(rec.entries, expected(1..=60));
+        assert_eq!(rec.truncated_tail, None);
+    }
+
+    #[test]
+    fn a_log_written_with_growing_files_opens_preallocated_and_keeps_going() {
+        // Data directories from before preallocation: the active segment gains its
+        // reserved space on open, and appends continue after its last record.
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), 1..=30);
+        let last = seg_files(dir.path()).pop().unwrap();
+        let grown = file_len(&last);
+        let (mut log, rec) = SegmentLog::open(dir.path(), preallocated(1024)).unwrap();
+        assert_eq!(rec.entries, expected(1..=30));
+        assert_eq!(rec.truncated_tail, None);
+        assert!(
+            file_len(&last) >= 1024 && grown < 1024,
+            "{grown} -> reserved"
+        );
+        fill(&mut log, 31..=40);
+        drop(log);
+        let (_, rec) = SegmentLog::open(dir.path(), preallocated(1024)).unwrap();
+        assert_eq!(rec.entries, expected(1..=40));
         assert_eq!(rec.truncated_tail, None);
     }
 
