@@ -38,7 +38,7 @@ async fn backup_survives_a_site_fire_and_restores_exactly_the_acknowledged_state
 
     // Fire: site-3's node loses every backup shard it held.
     let site3 = tc.cluster.file.node_at("site-3").expect("site-3");
-    std::fs::remove_dir_all(site3.data_dir.join("backups")).expect("burn site-3 shards");
+    common::burn_dir(&site3.data_dir.join("backups"));
     let verify = reprise(&eps, &["backup", "verify", &backup_id]);
     assert!(
         verify.status.success(),

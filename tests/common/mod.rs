@@ -349,3 +349,14 @@ pub fn flip_middle_byte(path: &std::path::Path, mask: u8) {
     bytes[mid] ^= mask;
     std::fs::write(path, &bytes).expect("write damaged file");
 }
+
+/// Destroys a directory a running node may still be writing into (a site's shards while
+/// the log archive runs): moved aside first, atomically, so the node's next file lands in
+/// a fresh directory instead of racing the deletion, then deleted.
+pub fn burn_dir(path: &std::path::Path) {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".burned");
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::rename(path, &aside).expect("move the directory aside");
+    std::fs::remove_dir_all(&aside).expect("delete the moved directory");
+}
