@@ -196,7 +196,7 @@ impl LogStore {
         self.hlc_watermark.clone()
     }
 
-    /// fdatasync calls made so far (fewer than appends when group commit works).
+    /// fdatasync calls made by appends so far: one per append, however many entries it holds.
     pub fn sync_count(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
