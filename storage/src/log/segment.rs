@@ -1349,29 +1349,45 @@ mod tests {
         out
     }
 
+    /// A closed preallocated log over `range`, in segments of `segment_bytes`.
+    fn build_preallocated(dir: &Path, segment_bytes: u64, range: std::ops::RangeInclusive<u64>) {
+        let (mut log, _) = SegmentLog::open(dir, preallocated(segment_bytes)).unwrap();
+        fill(&mut log, range);
+    }
+
+    /// Appends `more` to `log`, closes it, and checks a reopen finds `1..=*more.end()`
+    /// with nothing cut.
+    fn append_and_reopen(
+        mut log: SegmentLog,
+        dir: &Path,
+        opts: SegmentLogOptions,
+        more: std::ops::RangeInclusive<u64>,
+    ) {
+        let last = *more.end();
+        fill(&mut log, more);
+        drop(log);
+        let (_, rec) = SegmentLog::open(dir, opts).unwrap();
+        assert_eq!(rec.entries, expected(1..=last));
+        assert_eq!(rec.truncated_tail, None);
+    }
+
     #[test]
     fn preallocated_segments_reopen_and_append_at_their_logical_end() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
-        fill(&mut log, 1..=40);
-        drop(log);
+        build_preallocated(dir.path(), 4096, 1..=40);
         let files = seg_files(dir.path());
         assert!(files.len() >= 2, "40 records roll over 4 KiB segments");
         for f in &files {
             assert_eq!(file_len(f), 4096, "{} is preallocated", f.display());
         }
-        let (mut log, rec) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
+        let (log, rec) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
         assert_eq!(rec.entries, expected(1..=40));
         assert_eq!(
             rec.truncated_tail, None,
             "zeros after the records are no damage"
         );
         // Appends continue after the last record, not after the reserved space.
-        fill(&mut log, 41..=60);
-        drop(log);
-        let (_, rec) = SegmentLog::open(dir.path(), preallocated(4096)).unwrap();
-        assert_eq!(rec.entries, expected(1..=60));
-        assert_eq!(rec.truncated_tail, None);
+        append_and_reopen(log, dir.path(), preallocated(4096), 41..=60);
     }
 
     #[test]
@@ -1382,18 +1398,14 @@ mod tests {
         build(dir.path(), 1..=30);
         let last = seg_files(dir.path()).pop().unwrap();
         let grown = file_len(&last);
-        let (mut log, rec) = SegmentLog::open(dir.path(), preallocated(1024)).unwrap();
+        let (log, rec) = SegmentLog::open(dir.path(), preallocated(1024)).unwrap();
         assert_eq!(rec.entries, expected(1..=30));
         assert_eq!(rec.truncated_tail, None);
         assert!(
             file_len(&last) >= 1024 && grown < 1024,
             "{grown} -> reserved"
         );
-        fill(&mut log, 31..=40);
-        drop(log);
-        let (_, rec) = SegmentLog::open(dir.path(), preallocated(1024)).unwrap();
-        assert_eq!(rec.entries, expected(1..=40));
-        assert_eq!(rec.truncated_tail, None);
+        append_and_reopen(log, dir.path(), preallocated(1024), 31..=40);
     }
 
     #[test]
@@ -1402,11 +1414,7 @@ mod tests {
         let (mut log, _) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
         fill(&mut log, 1..=30);
         log.truncate_from(21).unwrap();
-        fill(&mut log, 21..=25);
-        drop(log);
-        let (_, rec) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
-        assert_eq!(rec.entries, expected(1..=25));
-        assert_eq!(rec.truncated_tail, None);
+        append_and_reopen(log, dir.path(), preallocated(1 << 20), 21..=25);
     }
 
     #[test]
@@ -1414,9 +1422,7 @@ mod tests {
         // A crash during a write can leave a later page of it on disk and not an earlier
         // one: the record whose header is still zeros was never synced, nor anything after.
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
-        fill(&mut log, 1..=30);
-        drop(log);
+        build_preallocated(dir.path(), 1 << 20, 1..=30);
         let path = seg_files(dir.path()).pop().unwrap();
         let offsets = written_offsets(&path);
         assert_eq!(offsets.len(), 30);
@@ -1425,23 +1431,17 @@ mod tests {
         bytes[at..at + RECORD_HEADER_LEN as usize].fill(0);
         fs::write(&path, &bytes).unwrap();
 
-        let (mut log, rec) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
+        let (log, rec) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
         assert_eq!(rec.entries, expected(1..=24));
         let tail = rec.truncated_tail.expect("reported as a torn tail");
         assert_eq!(tail.offset, offsets[24]);
-        fill(&mut log, 25..=27);
-        drop(log);
-        let (_, rec) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
-        assert_eq!(rec.entries, expected(1..=27));
-        assert_eq!(rec.truncated_tail, None);
+        append_and_reopen(log, dir.path(), preallocated(1 << 20), 25..=27);
     }
 
     #[test]
     fn a_damaged_record_before_intact_ones_is_still_refused_when_preallocated() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(1 << 20)).unwrap();
-        fill(&mut log, 1..=30);
-        drop(log);
+        build_preallocated(dir.path(), 1 << 20, 1..=30);
         let path = seg_files(dir.path()).pop().unwrap();
         let offsets = written_offsets(&path);
         flip(&path, offsets[24] + RECORD_HEADER_LEN);
@@ -1457,9 +1457,7 @@ mod tests {
     fn a_preallocated_last_segment_without_its_header_is_removed() {
         // Crash after fallocate and before the header reached the disk.
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), preallocated(1024)).unwrap();
-        fill(&mut log, 1..=12);
-        drop(log);
+        build_preallocated(dir.path(), 1024, 1..=12);
         let last_index = seg_files(dir.path()).len();
         assert!(last_index >= 2);
         let path = segment_path(dir.path(), 13);
