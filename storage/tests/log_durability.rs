@@ -153,6 +153,58 @@ async fn purge_never_passes_the_archive_limit() {
     assert_eq!(indices(&mut log).await, vec![601]);
 }
 
+#[tokio::test]
+async fn a_purge_is_finished_by_the_janitor_and_complete_once_the_log_is_closed() {
+    let dir = TempDir::new().unwrap();
+    let mut log = open(dir.path());
+    append_durably(&mut log, (1..=300).map(entry));
+    let before = segments(dir.path()).len();
+    log.purge(entry(200).log_id).await.expect("purge");
+    // Readers see the purge at once, whatever the janitor has done yet.
+    assert_eq!(indices(&mut log).await, (201..=300).collect::<Vec<_>>());
+    // Closing the log waits for the janitor: the purge point is recorded and the
+    // segments holding only purged entries are gone.
+    drop(log);
+    let after = segments(dir.path()).len();
+    assert!(
+        after < before,
+        "purged segments are deleted: {before} files before, {after} after"
+    );
+    let mut log = open(dir.path());
+    assert_eq!(indices(&mut log).await, (201..=300).collect::<Vec<_>>());
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(200));
+}
+
+#[tokio::test]
+async fn a_purge_past_the_end_is_never_overtaken_by_an_older_queued_purge() {
+    // The janitor writes the purge point of an ordinary purge later; a purge past the
+    // end (snapshot installed) writes its own at once. Were the older one to land last,
+    // the reopened log would start after a hole.
+    let dir = TempDir::new().unwrap();
+    let mut next = 1;
+    for round in 0..20u64 {
+        let mut log = open(dir.path());
+        append_durably(&mut log, (next..next + 200).map(entry));
+        log.purge(entry(next + 150).log_id).await.expect("purge");
+        let past_end = next + 1000;
+        log.purge(entry(past_end).log_id)
+            .await
+            .expect("purge past the end");
+        append_durably(&mut log, [entry(past_end + 1)]);
+        drop(log);
+        let mut log = open(dir.path());
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id.map(|l| l.index),
+            Some(past_end),
+            "round {round}: the newest purge point is the one on disk"
+        );
+        assert_eq!(indices(&mut log).await, vec![past_end + 1], "round {round}");
+        next = past_end + 2;
+    }
+}
+
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
         .expect("list log dir")

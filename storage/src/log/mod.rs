@@ -1,7 +1,8 @@
 //! The Raft log of our own: checksummed segment files, the writer that makes every append
-//! durable before it returns, the vote file, and the openraft `RaftLogStorage`
-//! implementation over them.
+//! durable before it returns, the janitor thread that finishes purges off the Raft path,
+//! the vote file, and the openraft `RaftLogStorage` implementation over them.
 
+mod janitor;
 pub mod segment;
 pub mod store;
 pub mod writer;

@@ -20,7 +20,9 @@
 //! record goes into it, and a segment is fsynced in full before the next one is created,
 //! so only the last segment can ever hold a torn tail. Segments are removed newest-first
 //! by truncation and oldest-first by purging, with a directory fsync after each removal,
-//! so a crash never leaves a gap between segments. Index `u64::MAX` is reserved.
+//! so a crash never leaves a gap between segments (the log's janitor thread deletes
+//! purged segments later, off the Raft path, still oldest first). Index `u64::MAX` is
+//! reserved.
 //!
 //! Recovery: a record whose header reads as all zeros was never made durable (every
 //! fdatasync covers all records before it, so had any sync after its write completed it
@@ -228,8 +230,21 @@ impl SegmentLog {
     /// segment. Records <= `index` sharing a segment with later ones stay on disk.
     pub fn purge_upto(&mut self, index: u64) -> Result<()> {
         self.check_usable()?;
-        let r = self.purge_inner(index);
+        let detached = self.detach_upto(index);
+        let r = remove_segment_files(&self.dir, &detached);
         self.guard(r)
+    }
+
+    /// Lets go of the whole segments whose records are all <= `index` (never the active
+    /// segment) and returns their files, oldest first, for the caller to delete with
+    /// [`remove_segment_files`]. Until they are deleted, a reopen still finds them.
+    pub fn detach_upto(&mut self, index: u64) -> Vec<PathBuf> {
+        let mut detached = Vec::new();
+        // Segment 0 holds indices up to segments[1].first_index - 1.
+        while self.segments.len() > 1 && self.segments[1].first_index <= index.saturating_add(1) {
+            detached.push(self.segments.remove(0).path);
+        }
+        detached
     }
 
     /// Index of the last record, if any.
@@ -344,20 +359,6 @@ impl SegmentLog {
         Ok(())
     }
 
-    fn purge_inner(&mut self, index: u64) -> Result<()> {
-        // Oldest first, so a crash part-way leaves a shorter log, never a gap.
-        while self.segments.len() > 1 {
-            // Segment 0 holds indices up to segments[1].first_index - 1.
-            if self.segments[1].first_index > index.saturating_add(1) {
-                break;
-            }
-            let seg = self.segments.remove(0);
-            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
-    }
-
     fn check_usable(&self) -> Result<()> {
         if !self.poisoned {
             return Ok(());
@@ -395,6 +396,20 @@ fn no_active_segment(dir: &Path) -> SegmentLogError {
         path: dir.to_path_buf(),
         source: io::Error::other("internal error: no active segment"),
     }
+}
+
+/// Deletes segment files (of a log in `dir`) in the order given, oldest first, with a
+/// directory fsync after each, so a crash part-way leaves a shorter log, never a gap.
+/// Deleting a file that is already gone is not an error.
+pub fn remove_segment_files(dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        match fs::remove_file(path) {
+            Ok(()) => sync_dir(dir)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -933,6 +948,30 @@ mod tests {
         let (mut log, rec) = SegmentLog::open(dir, opts(1024)).unwrap();
         assert!(rec.entries.is_empty());
         fill(&mut log, range);
+    }
+
+    #[test]
+    fn detached_segments_stay_readable_until_deleted_and_are_deleted_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), 1..=60);
+        let (mut log, _) = SegmentLog::open(dir.path(), opts(1024)).unwrap();
+        let files = seg_files(dir.path());
+        assert!(files.len() >= 4, "60 records roll over 1 KiB segments");
+        let detached = log.detach_upto(40);
+        assert!(!detached.is_empty());
+        assert_eq!(detached, files[..detached.len()].to_vec(), "oldest first");
+        drop(log);
+        // A crash before the janitor deleted them: every record is still found, no gap.
+        let (_, rec) = SegmentLog::open(dir.path(), opts(1024)).unwrap();
+        assert_eq!(rec.entries, expected(1..=60));
+        remove_segment_files(dir.path(), &detached).unwrap();
+        // Deleting again (a purge finished twice) is no error.
+        remove_segment_files(dir.path(), &detached).unwrap();
+        let (log, rec) = SegmentLog::open(dir.path(), opts(1024)).unwrap();
+        let first = rec.entries.first().map(|(i, _)| *i).unwrap();
+        assert!(first > 1 && first <= 41, "the log starts at {first}");
+        assert_eq!(rec.entries, expected(first..=60));
+        assert_eq!(log.first_index(), Some(first));
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub enum LogOpenError {
     File(#[from] AtomicFileError),
     #[error("raft log entry {index} passed its checksum but cannot be decoded: {reason}")]
     Decode { index: u64, reason: String },
+    #[error("cannot start the raft log's janitor thread: {0}")]
+    Janitor(#[source] io::Error),
 }
 
 #[derive(Default)]
@@ -159,7 +161,8 @@ impl LogStore {
         }
         let highest = entries.values().filter_map(entry_hlc).max().unwrap_or(0);
         let syncs = Arc::new(AtomicU64::new(0));
-        let writer = LogWriter::new(segments, dir.to_path_buf(), syncs.clone());
+        let writer = LogWriter::new(segments, dir.to_path_buf(), syncs.clone())
+            .map_err(LogOpenError::Janitor)?;
         Ok(LogStore {
             reader: LogReader {
                 inner: Arc::new(Mutex::new(Inner {
@@ -348,15 +351,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 None => return Ok(()),
             }
         };
-        {
+        let purged = {
             let mut inner = self.reader.lock();
             let keep = inner.entries.split_off(&(log_id.index + 1));
-            inner.entries = keep;
             inner.last_purged = Some(log_id);
-        }
+            std::mem::replace(&mut inner.entries, keep)
+        };
         let purged_record = postcard::to_allocvec(&log_id).map_err(encode_err)?;
+        // The purged entries are freed by the log's janitor, off the Raft path.
         self.writer
-            .purge(log_id.index, &purged_record)
+            .purge(log_id.index, purged_record, Box::new(purged))
             .map_err(log_io)
     }
 }

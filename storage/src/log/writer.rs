@@ -5,8 +5,10 @@
 //! the leader without it). Group commit happens before the log: the proposer packs
 //! concurrent client writes into one entry, and one `append` of many entries costs one
 //! fdatasync. After any I/O error it refuses all further work: a failed fsync leaves the
-//! page cache in an unknown state.
+//! page cache in an unknown state. Purges are finished by the janitor thread
+//! (`janitor.rs`), so deleting old segments never holds up appends.
 
+use std::any::Any;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,29 +16,34 @@ use std::sync::Arc;
 
 use tracing::error;
 
+use super::janitor::{Janitor, PurgeJob};
 use super::segment::{SegmentLog, SegmentLogError};
 use crate::atomic_file::write_atomic;
 
 /// File (in the log directory) recording the last purged log id.
 pub const PURGED_FILE: &str = "purged";
 
-/// The segment log, its directory and its failure state.
+/// The segment log, its directory, its janitor and its failure state.
 pub struct LogWriter {
     log: SegmentLog,
     dir: PathBuf,
     failed: Option<String>,
     syncs: Arc<AtomicU64>,
+    janitor: Janitor,
 }
 
 impl LogWriter {
-    /// Wraps `log` (whose files live in `dir`); `syncs` counts the fdatasync calls made.
-    pub fn new(log: SegmentLog, dir: PathBuf, syncs: Arc<AtomicU64>) -> Self {
-        LogWriter {
+    /// Wraps `log` (whose files live in `dir`) and starts its janitor thread; `syncs`
+    /// counts the fdatasync calls made.
+    pub fn new(log: SegmentLog, dir: PathBuf, syncs: Arc<AtomicU64>) -> io::Result<Self> {
+        let janitor = Janitor::start(&dir)?;
+        Ok(LogWriter {
             log,
             dir,
             failed: None,
             syncs,
-        }
+            janitor,
+        })
     }
 
     /// Appends `records` (index, encoded entry) and makes them durable with one
@@ -67,23 +74,43 @@ impl LogWriter {
         self.note(r)
     }
 
-    /// Durably records the purge point (`purged_record`), then drops whole segments at or
-    /// below `index`.
-    pub fn purge(&mut self, index: u64, purged_record: &[u8]) -> io::Result<()> {
+    /// Purges entries up to `index`, recording the purge point (`purged_record`). When the
+    /// log goes on after `index`, only the bookkeeping happens here: the janitor thread
+    /// writes the record, deletes the segment files and frees `garbage` (the purged
+    /// entries) off the Raft path. When the purge empties the log (a snapshot installed
+    /// past its end), the next append starts after `index`, so everything is durable
+    /// before this returns.
+    pub fn purge(
+        &mut self,
+        index: u64,
+        purged_record: Vec<u8>,
+        garbage: Box<dyn Any + Send>,
+    ) -> io::Result<()> {
         self.check()?;
-        let r = write_atomic(&self.dir, PURGED_FILE, purged_record)
+        if self.log.last_index().is_some_and(|last| last > index) {
+            let segments = self.log.detach_upto(index);
+            let job = PurgeJob {
+                record: (PURGED_FILE, purged_record),
+                segments,
+                garbage,
+            };
+            self.janitor.submit(&self.dir, job);
+            return Ok(());
+        }
+        // Purges queued earlier finish first: an older record must not land after this one.
+        self.janitor.drain();
+        let r = write_atomic(&self.dir, PURGED_FILE, &purged_record)
             .map_err(io::Error::other)
-            .and_then(|()| self.drop_segments(index).map_err(io::Error::other));
+            .and_then(|()| self.empty_upto(index).map_err(io::Error::other));
         self.note(r)
     }
 
-    /// Drops segments at or below `index`. When the purge passes the end of the log (a
-    /// snapshot installed beyond it), the log is emptied so the next append may start at
-    /// `index + 1`.
-    fn drop_segments(&mut self, index: u64) -> Result<(), SegmentLogError> {
+    /// Empties a log whose every entry is at or below `index`, so the next append may
+    /// start at `index + 1`.
+    fn empty_upto(&mut self, index: u64) -> Result<(), SegmentLogError> {
         match (self.log.first_index(), self.log.last_index()) {
             (Some(first), Some(last)) if last <= index => self.log.truncate_from(first),
-            _ => self.log.purge_upto(index),
+            _ => Ok(()),
         }
     }
 
