@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use reprise_api::pb::backup::CreateBackupRequest;
-use reprise_storage::backup::archive::Segment;
+use reprise_storage::backup::archive::{Segment, SegmentError};
 use reprise_storage::backup::manifest::{BackupObject, Manifest, KIND_LOG, MANIFEST_FORMAT};
 use reprise_storage::command::Operation;
 use tokio::task::JoinHandle;
@@ -130,12 +130,13 @@ async fn store_segment(state: &Arc<NodeState>, segment: Segment) -> Result<(), S
     // Encoding and hashing a segment (up to 64 MiB) is CPU work: off the runtime's
     // workers, so client requests and Raft messages are not held up behind it.
     let (segment, bytes, digest) = tokio::task::spawn_blocking(move || {
-        let bytes = segment.encode();
+        let bytes = segment.encode()?;
         let digest = blake3::hash(&bytes).to_hex().to_string();
-        (segment, bytes, digest)
+        Ok::<_, SegmentError>((segment, bytes, digest))
     })
     .await
-    .map_err(|e| Status::internal(format!("encode archive segment: {e}")))?;
+    .map_err(|e| Status::internal(format!("encode archive segment: {e}")))?
+    .map_err(|e| Status::internal(e.to_string()))?;
     let id = segment.id();
     let (last, entries) = (segment.entries.last(), segment.entries.len() as u64);
     let term = last.map(|e| e.log_id.leader_id.term).unwrap_or(0);

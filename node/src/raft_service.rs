@@ -52,7 +52,7 @@ fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-    postcard::to_allocvec(value)
+    reprise_storage::encoding::to_exact_vec(value)
         .map(|data| Response::new(RaftPayload { data }))
         .map_err(|e| Status::internal(format!("encode raft reply: {e}")))
 }

@@ -26,6 +26,17 @@ pub enum SegmentError {
     Corrupt { id: String, reason: String },
     #[error("log archive segment: no entries")]
     Empty,
+    #[error("log archive segment {id}: cannot encode: {reason}")]
+    Encode { id: String, reason: String },
+}
+
+/// What `encode` writes: the body over borrowed entries (serde writes a slice exactly as
+/// the `Vec` that `SegmentBody` reads back).
+#[derive(Serialize)]
+struct SegmentBodyRef<'a> {
+    first: u64,
+    last: u64,
+    entries: &'a [Entry],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -104,20 +115,22 @@ impl Segment {
         })
     }
 
-    /// Serialized form.
-    pub fn encode(&self) -> Vec<u8> {
-        let body = SegmentBody {
+    /// Serialized form, written once into a buffer of its exact size (a segment holds up
+    /// to a second of writes: tens of megabytes under load).
+    pub fn encode(&self) -> Result<Vec<u8>, SegmentError> {
+        let body = SegmentBodyRef {
             first: self.first_index(),
             last: self.last_index(),
-            entries: self.entries.clone(),
+            entries: &self.entries,
         };
-        let mut out = Vec::with_capacity(64 + self.entries.len() * 64);
+        let mut out = Vec::with_capacity(MAGIC.len() + 2);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_V1.to_le_bytes());
-        // Entries of plain data always serialize into a Vec.
-        let encoded = postcard::to_allocvec(&body).unwrap_or_default();
-        out.extend_from_slice(&encoded);
-        out
+        crate::encoding::append_exact(&body, &mut out).map_err(|e| SegmentError::Encode {
+            id: self.id(),
+            reason: e.to_string(),
+        })?;
+        Ok(out)
     }
 
     /// Parses a segment rebuilt from backup `id`, checking magic, format, the declared
@@ -200,7 +213,22 @@ mod tests {
         assert_eq!(s.id(), "log-000000000007-000000000009");
         assert_eq!(s.max_hlc(), 109);
         assert!(s.id() < segment_id(10, 10));
-        assert_eq!(Segment::decode("x", &s.encode()).unwrap(), s);
+        assert_eq!(Segment::decode("x", &s.encode().unwrap()).unwrap(), s);
+    }
+
+    #[test]
+    fn the_byte_form_is_the_owned_body_s_encoding() {
+        // Segments archived before `encode` borrowed its entries must still decode.
+        let s = Segment::new((1..=40).map(put).collect()).unwrap();
+        let owned = SegmentBody {
+            first: 1,
+            last: 40,
+            entries: s.entries.clone(),
+        };
+        let mut expected = b"RPLA".to_vec();
+        expected.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        expected.extend_from_slice(&postcard::to_allocvec(&owned).unwrap());
+        assert_eq!(s.encode().unwrap(), expected);
     }
 
     #[test]
@@ -208,7 +236,10 @@ mod tests {
         let e = Segment::new(vec![put(1), put(3)]).unwrap_err();
         assert!(e.to_string().contains("entry 3 follows index 1"), "{e}");
         assert!(matches!(Segment::new(vec![]), Err(SegmentError::Empty)));
-        let bytes = Segment::new(vec![put(1), put(2)]).unwrap().encode();
+        let bytes = Segment::new(vec![put(1), put(2)])
+            .unwrap()
+            .encode()
+            .unwrap();
         let e = Segment::decode("log-x", &bytes[1..]).unwrap_err();
         assert!(e.to_string().contains("log-x"), "{e}");
         assert!(Segment::decode("t", &bytes[..bytes.len() - 3]).is_err());

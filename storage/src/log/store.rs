@@ -220,7 +220,7 @@ impl LogStore {
         let mut inner = self.reader.lock();
         for entry in entries {
             let index = entry.log_id.index;
-            records.push((index, postcard::to_allocvec(&entry)?));
+            records.push((index, crate::encoding::to_exact_vec(&entry)?));
             if let Some(hlc) = entry_hlc(&entry) {
                 self.hlc_watermark.fetch_max(hlc, Ordering::Relaxed);
             }
