@@ -11,7 +11,7 @@ use reprise_api::pb::backup::backup_server::Backup;
 use reprise_api::pb::backup::*;
 use reprise_storage::backup::manifest::Manifest;
 use reprise_storage::backup::s3::S3Store;
-use reprise_storage::backup::shard_store::{ShardStore, ShardStoreError};
+use reprise_storage::backup::shard_store::{ShardStore, ShardStoreError, ShardWriter};
 use reprise_storage::backup::target::{BackupStore, BackupTargets, TargetSpec};
 use reprise_storage::command::Operation;
 use tokio::io::AsyncReadExt;
@@ -38,6 +38,20 @@ fn store_err(e: ShardStoreError) -> Status {
         ShardStoreError::BadName(_) => Status::invalid_argument(e.to_string()),
         other => internal(other),
     }
+}
+
+/// Writes one received chunk on a blocking thread: a write may wait for the disk (the
+/// shard file is flushed as it grows). A failed write discards the file.
+async fn write_shard(mut writer: ShardWriter, data: Vec<u8>) -> Result<ShardWriter, Status> {
+    tokio::task::spawn_blocking(move || match writer.write(&data) {
+        Ok(()) => Ok(writer),
+        Err(e) => {
+            writer.discard();
+            Err(store_err(e))
+        }
+    })
+    .await
+    .map_err(internal)?
 }
 
 fn shard_index(shard: u32) -> Result<u8, Status> {
@@ -156,25 +170,25 @@ impl Backup for BackupService {
             .create_shard(&first.backup_id, first.object_id, shard_index(first.shard)?)
             .map_err(store_err)?;
         let mut complete = first.last;
-        let mut received = writer.write(&first.data).map_err(store_err);
-        while received.is_ok() && !complete {
+        writer = write_shard(writer, first.data).await?;
+        while !complete {
             match stream.next().await {
                 Some(Ok(chunk)) => {
                     complete = chunk.last;
-                    received = writer.write(&chunk.data).map_err(store_err);
+                    writer = write_shard(writer, chunk.data).await?;
                 }
-                Some(Err(status)) => received = Err(status),
+                Some(Err(status)) => {
+                    writer.discard();
+                    return Err(status);
+                }
                 None => {
-                    received = Err(Status::aborted(format!(
+                    writer.discard();
+                    return Err(Status::aborted(format!(
                         "shard {} of {} was cut off before its end; discarded",
                         first.shard, first.backup_id
-                    )))
+                    )));
                 }
             }
-        }
-        if let Err(e) = received {
-            writer.discard();
-            return Err(e);
         }
         let (bytes, crc32c) = tokio::task::spawn_blocking(move || writer.finish())
             .await

@@ -94,7 +94,9 @@ impl Default for BackupSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveSettings {
     /// Archive new committed entries this often; 0 turns the archive off (and with it the
-    /// hold on log purging). Default: 1000.
+    /// hold on log purging). Default: 500 (a shorter interval ships smaller segments: at
+    /// 1000 the burst of each second's segment raised the write p99 at 64 clients x 4 KiB
+    /// from 27-29 ms to 35-37 ms).
     pub interval_ms: u64,
     /// Most entries per archive segment. Default: 50000.
     pub segment_entries_max: u64,
@@ -103,7 +105,7 @@ pub struct ArchiveSettings {
 impl Default for ArchiveSettings {
     fn default() -> Self {
         ArchiveSettings {
-            interval_ms: 1000,
+            interval_ms: 500,
             segment_entries_max: 50_000,
         }
     }

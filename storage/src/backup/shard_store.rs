@@ -1,6 +1,12 @@
 //! Shard files and manifests kept by one node for its site: `DIR/<backup>/obj-<o>.shard-<i>`
 //! (a stream of shard records) and `DIR/<backup>/manifest` (checksummed atomic file).
 //! A shard file appears under its final name only once complete and fsynced.
+//!
+//! A shard file is also flushed to disk as it is received, every
+//! [`SHARD_SYNC_EVERY_BYTES`]: left to the final fsync, a second of the log archive
+//! (tens of megabytes per node under load) reached the disk in one burst, and the Raft
+//! log's fdatasyncs queued behind it (the write p99 at 64 clients x 4 KiB was 35-39 ms
+//! with the archive on, 24-25 ms with it off).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -12,6 +18,9 @@ use super::target::{parse_shard_name, shard_name, valid_backup_id};
 use crate::atomic_file::{read_checked, write_atomic, AtomicFileError};
 
 const MANIFEST_FILE: &str = "manifest";
+
+/// A shard file being written is fdatasynced each time this many more bytes came in.
+pub const SHARD_SYNC_EVERY_BYTES: u64 = 1 << 20;
 
 /// A shard-store failure.
 #[derive(Debug, Error)]
@@ -59,7 +68,11 @@ pub struct ShardWriter {
     path: PathBuf,
     file: File,
     bytes: u64,
+    /// Bytes written since the last fdatasync.
+    unsynced: u64,
     crc: u32,
+    /// Renamed into place: dropping the writer leaves the file alone.
+    finished: bool,
 }
 
 fn check_name(backup_id: &str) -> Result<(), ShardStoreError> {
@@ -111,7 +124,9 @@ impl ShardStore {
             path,
             file,
             bytes: 0,
+            unsynced: 0,
             crc: 0,
+            finished: false,
         })
     }
 
@@ -202,28 +217,94 @@ fn held_shards(dir: &Path) -> Result<Vec<HeldShard>, ShardStoreError> {
 }
 
 impl ShardWriter {
-    /// Appends received bytes.
+    /// Appends received bytes, and fdatasyncs the file once [`SHARD_SYNC_EVERY_BYTES`]
+    /// more were written: this blocks on the disk, so call it off the async runtime.
     pub fn write(&mut self, data: &[u8]) -> Result<(), ShardStoreError> {
         self.file.write_all(data).map_err(io("write", &self.tmp))?;
         self.crc = crc32c::crc32c_append(self.crc, data);
         self.bytes += data.len() as u64;
+        self.unsynced += data.len() as u64;
+        if self.unsynced >= SHARD_SYNC_EVERY_BYTES {
+            self.file.sync_data().map_err(io("fdatasync", &self.tmp))?;
+            self.unsynced = 0;
+        }
         Ok(())
     }
 
-    /// Abandons the file: nothing of it becomes visible.
-    pub fn discard(self) {
-        let _ = fs::remove_file(&self.tmp);
+    /// Bytes written since the file was last fdatasynced.
+    pub fn bytes_left_unsynced(&self) -> u64 {
+        self.unsynced
     }
 
+    /// Abandons the file: nothing of it becomes visible (dropping the writer does the same).
+    pub fn discard(self) {}
+
     /// fsyncs, renames into place, fsyncs the directory. Returns (bytes, crc32c).
-    pub fn finish(self) -> Result<(u64, u32), ShardStoreError> {
+    pub fn finish(mut self) -> Result<(u64, u32), ShardStoreError> {
         self.file.sync_all().map_err(io("fsync", &self.tmp))?;
         fs::rename(&self.tmp, &self.path).map_err(io("rename", &self.tmp))?;
+        self.finished = true;
         if let Some(dir) = self.path.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io("fsync", dir))?;
         }
         Ok((self.bytes, self.crc))
+    }
+}
+
+/// A writer dropped before `finish` renamed its file (an error, a cut-off upload, a panic
+/// on the thread writing it) deletes the partial file.
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_shard_is_flushed_as_it_grows_and_complete_once_finished() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = ShardStore::new(dir.path());
+        let mut writer = store.create_shard("b1", 0, 2).unwrap();
+        let chunk = vec![0xabu8; 300 * 1024];
+        for _ in 0..10 {
+            writer.write(&chunk).unwrap();
+            assert!(writer.bytes_left_unsynced() < SHARD_SYNC_EVERY_BYTES);
+        }
+        // Flushed after the 4th and the 8th chunk (1200 KiB each time): two chunks remain.
+        assert_eq!(writer.bytes_left_unsynced(), 600 * 1024);
+        let (bytes, _) = writer.finish().unwrap();
+        assert_eq!(bytes, 10 * 300 * 1024);
+        let path = store.shard_path("b1", 0, 2).unwrap();
+        assert_eq!(fs::read(&path).unwrap().len() as u64, bytes);
+        assert_eq!(files_in(path.parent().unwrap()), vec!["obj-0.shard-2"]);
+    }
+
+    #[test]
+    fn a_writer_dropped_before_finishing_leaves_nothing_behind() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = ShardStore::new(dir.path());
+        let mut writer = store.create_shard("b1", 0, 1).unwrap();
+        writer.write(b"half a shard").unwrap();
+        let backup_dir = store.shard_path("b1", 0, 1).unwrap();
+        let backup_dir = backup_dir.parent().unwrap();
+        assert_eq!(files_in(backup_dir).len(), 1, "the partial file exists");
+        drop(writer);
+        assert!(files_in(backup_dir).is_empty());
     }
 }
