@@ -74,6 +74,7 @@ pub async fn run(
         SegmentLogOptions {
             segment_bytes_max: config.raft.segment_bytes_max,
             preallocate: true,
+            zero_filled_spares: true,
         },
     )?;
     let log_hlc = log.hlc_watermark();

@@ -16,6 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
             SegmentLogOptions {
                 segment_bytes_max: 64 * 1024,
                 preallocate: true,
+                zero_filled_spares: true,
             },
         )
         .expect("open log");

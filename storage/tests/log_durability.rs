@@ -41,6 +41,7 @@ fn options(preallocate: bool) -> SegmentLogOptions {
     SegmentLogOptions {
         segment_bytes_max: 16 * 1024,
         preallocate,
+        zero_filled_spares: false,
     }
 }
 

@@ -14,7 +14,11 @@
 //!
 //! Preallocation: a segment's space is reserved with `fallocate` when it is created, so
 //! appends never grow the file and an fdatasync has no file size to journal (measured
-//! here: 0.12 ms against 0.17 ms for an append that grows the file).
+//! here: 0.12 ms against 0.17 ms for an append that grows the file). Better still, a
+//! thread keeps the next segment ready zero-filled (`spare.rs`): appends into blocks that
+//! already hold zeros spare each fdatasync the metadata write of marking `fallocate`d
+//! blocks written. The log moves to a spare at roll-over, and also as soon as one is
+//! ready while the active segment was only `fallocate`d (after a start or a reopen).
 //!
 //! Durability invariants: a segment's header is fsynced (file and directory) before any
 //! record goes into it, and a segment is fsynced in full before the next one is created,
@@ -37,6 +41,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 use tracing::warn;
+
+use super::spare::SpareSegment;
 
 /// Largest record payload accepted on write and believed on read.
 pub const RECORD_PAYLOAD_MAX: usize = 64 * 1024 * 1024;
@@ -77,6 +83,9 @@ pub struct SegmentLogOptions {
     /// Reserve each segment's `segment_bytes_max` bytes on disk when it becomes the
     /// active one (filesystems without `fallocate` fall back to growing the file).
     pub preallocate: bool,
+    /// With `preallocate`: keep the next segment ready zero-filled, written by a thread of
+    /// its own, and move to it as soon as it is ready (see the module documentation).
+    pub zero_filled_spares: bool,
 }
 
 impl Default for SegmentLogOptions {
@@ -84,6 +93,7 @@ impl Default for SegmentLogOptions {
         SegmentLogOptions {
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             preallocate: true,
+            zero_filled_spares: true,
         }
     }
 }
@@ -118,6 +128,8 @@ struct Segment {
     /// Logical length (end of the last record), including bytes still in the write
     /// buffer. A preallocated file is longer.
     len: u64,
+    /// Created from a zero-filled spare (unknown, so false, for segments found on open).
+    zero_filled: bool,
 }
 
 impl Segment {
@@ -146,6 +158,8 @@ pub struct SegmentLog {
     dirty: bool,
     /// An I/O error left the files in an unknown state; only reopening recovers.
     poisoned: bool,
+    /// The zero-filled next segment, when the options ask for one.
+    spare: Option<SpareSegment>,
 }
 
 impl SegmentLog {
@@ -175,6 +189,11 @@ impl SegmentLog {
             None => None,
         };
         let writer = open_active(dir, segments.last(), &opts)?;
+        let spare = if opts.preallocate && opts.zero_filled_spares {
+            Some(SpareSegment::start(dir, opts.segment_bytes_max).map_err(io_err(dir))?)
+        } else {
+            None
+        };
         let log = SegmentLog {
             dir: dir.to_path_buf(),
             opts,
@@ -182,6 +201,7 @@ impl SegmentLog {
             writer,
             dirty: false,
             poisoned: false,
+            spare,
         };
         let recovered = Recovered {
             entries,
@@ -266,7 +286,9 @@ impl SegmentLog {
             None => true,
             Some(s) => {
                 !s.offsets.is_empty()
-                    && s.len.saturating_add(record_len) > self.opts.segment_bytes_max
+                    && (s.len.saturating_add(record_len) > self.opts.segment_bytes_max
+                        || (!s.zero_filled
+                            && self.spare.as_ref().is_some_and(SpareSegment::is_ready)))
             }
         };
         if roll {
@@ -285,17 +307,28 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Syncs the active segment, then creates and syncs a new one starting at `index`.
+    /// Syncs the active segment, then creates (from the spare when one is ready) and syncs
+    /// a new one starting at `index`.
     fn roll_over(&mut self, index: u64) -> Result<()> {
         self.sync_active()?;
         self.writer = None;
         let path = segment_path(&self.dir, index);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        preallocate(&file, &self.opts).map_err(io_err(&path))?;
+        let zero_filled = match &self.spare {
+            Some(spare) => spare.take(&path).unwrap_or_else(|e| {
+                warn!(path = %path.display(), error = %e, "cannot use the spare log segment; preallocating");
+                false
+            }),
+            None => false,
+        };
+        let mut file = if zero_filled {
+            OpenOptions::new().write(true).open(&path)
+        } else {
+            OpenOptions::new().write(true).create_new(true).open(&path)
+        }
+        .map_err(io_err(&path))?;
+        if !zero_filled {
+            preallocate(&file, &self.opts).map_err(io_err(&path))?;
+        }
         file.write_all(&segment_header(index))
             .and_then(|()| file.sync_all())
             .map_err(io_err(&path))?;
@@ -305,6 +338,7 @@ impl SegmentLog {
             first_index: index,
             offsets: Vec::new(),
             len: SEGMENT_HEADER_LEN,
+            zero_filled,
         });
         self.writer = Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file));
         Ok(())
@@ -821,6 +855,7 @@ fn scan_segment(
         first_index: first,
         offsets: scan.offsets,
         len: fix.as_ref().map_or(scan.end as u64, |f| f.offset),
+        zero_filled: false,
     };
     Ok(Scanned {
         segment,
@@ -837,6 +872,7 @@ fn removed_segment(path: &Path, first: u64, file_len: u64, reason: String) -> Sc
             first_index: first,
             offsets: Vec::new(),
             len: 0,
+            zero_filled: false,
         },
         entries: Vec::new(),
         fix: Some(TailFix {
@@ -882,6 +918,7 @@ mod tests {
         SegmentLogOptions {
             segment_bytes_max,
             preallocate: false,
+            zero_filled_spares: false,
         }
     }
 
@@ -1373,6 +1410,7 @@ mod tests {
         SegmentLogOptions {
             segment_bytes_max,
             preallocate: true,
+            zero_filled_spares: false,
         }
     }
 
@@ -1507,5 +1545,47 @@ mod tests {
         assert_eq!((tail.offset, tail.bytes_dropped), (0, 0));
         assert!(!path.exists());
         assert_eq!(log.last_index(), Some(12));
+    }
+
+    #[test]
+    fn the_log_moves_to_a_zero_filled_spare_as_soon_as_one_is_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SegmentLogOptions {
+            segment_bytes_max: 8 * 1024,
+            preallocate: true,
+            zero_filled_spares: true,
+        };
+        let ready = |log: &SegmentLog| {
+            let spare = log.spare.as_ref().expect("spares asked for");
+            assert!(spare.wait_ready(std::time::Duration::from_secs(30)));
+        };
+        let (mut log, _) = SegmentLog::open(dir.path(), opts).unwrap();
+        fill(&mut log, 1..=3);
+        ready(&log);
+        fill(&mut log, 4..=4);
+        let active = log.segments.last().unwrap();
+        assert!(active.zero_filled, "the log is in a zero-filled segment");
+        assert_eq!(file_len(&active.path), 8 * 1024);
+        assert!(!written_offsets(&active.path).is_empty());
+        drop(log);
+
+        // Reopened, the active segment's blocks are of unknown kind: the log leaves it
+        // for the spare at the next append.
+        let (mut log, rec) = SegmentLog::open(dir.path(), opts).unwrap();
+        assert_eq!(rec.entries, expected(1..=4));
+        assert_eq!(rec.truncated_tail, None);
+        ready(&log);
+        fill(&mut log, 5..=6);
+        let active = log.segments.last().unwrap();
+        assert_eq!(active.first_index, 5);
+        assert!(active.zero_filled);
+        ready(&log);
+        drop(log);
+        let (_, rec) = SegmentLog::open(dir.path(), opts).unwrap();
+        assert_eq!(rec.entries, expected(1..=6));
+        assert!(
+            dir.path().join("spare.log").exists(),
+            "a ready spare outlives the log"
+        );
     }
 }
