@@ -113,18 +113,25 @@ async fn node_with_corrupt_log_refuses_to_start_naming_file_and_offset() {
         .unwrap()
         .clone();
     let log_dir = node.data_dir.join("log");
-    let mut segs: Vec<_> = std::fs::read_dir(&log_dir)
+    // The segment holding the most records (`spare.log`, the zero-filled next segment, is
+    // not one). The middle of the records, not of the file: a segment is preallocated,
+    // and a flipped byte in the zeros after its last record would be junk past the end
+    // (cut as a torn tail), not damage to anything written.
+    let written_bytes = |bytes: &[u8]| bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+    let (seg, mut bytes) = std::fs::read_dir(&log_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".log"))
-        .collect();
-    segs.sort();
-    let seg = segs[0].clone();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    // The middle of the records, not of the file: a segment is preallocated, and a flipped
-    // byte in the zeros after its last record would be junk past the end (cut as a torn
-    // tail), not damage to anything written.
-    let written = bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("seg-") && name.ends_with(".log")
+        })
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .max_by_key(|(_, bytes)| written_bytes(bytes))
+        .expect("a log segment");
+    let written = written_bytes(&bytes);
     assert!(
         written > 1000,
         "the writer's records are in {}",
