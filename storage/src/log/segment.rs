@@ -314,8 +314,8 @@ impl SegmentLog {
         self.writer = None;
         let path = segment_path(&self.dir, index);
         let zero_filled = match &self.spare {
-            Some(spare) => spare.take(&path).unwrap_or_else(|e| {
-                warn!(path = %path.display(), error = %e, "cannot use the spare log segment; preallocating");
+            Some(spare) => spare.take(&segment_name(index)).unwrap_or_else(|e| {
+                warn!(path = %path.display(), error = %e, "cannot use the spare log segment; preallocating segments from now on");
                 false
             }),
             None => false,
@@ -512,7 +512,11 @@ fn preallocate(file: &File, opts: &SegmentLogOptions) -> io::Result<()> {
 }
 
 fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
-    dir.join(format!("seg-{first_index:020}.log"))
+    dir.join(segment_name(first_index))
+}
+
+fn segment_name(first_index: u64) -> String {
+    format!("seg-{first_index:020}.log")
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {

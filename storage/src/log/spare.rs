@@ -49,6 +49,8 @@ struct Shared {
     bytes: u64,
     /// `spare.log` exists, complete and durable.
     ready: AtomicBool,
+    /// Moving a spare into place failed: none is used again in this process.
+    failed: AtomicBool,
     wants: Mutex<Wants>,
     /// Wakes the thread (another spare wanted, or stop).
     wake: Condvar,
@@ -82,6 +84,7 @@ impl SpareSegment {
             dir: dir.to_path_buf(),
             bytes,
             ready: AtomicBool::new(ready),
+            failed: AtomicBool::new(false),
             wants: Mutex::new(Wants {
                 another: !ready,
                 stop: false,
@@ -118,22 +121,33 @@ impl SpareSegment {
         self.is_ready()
     }
 
-    /// Moves the spare to `dest` (which must not exist) and asks for the next one.
-    /// Ok(false) when none is ready: the caller creates the segment itself.
-    pub(crate) fn take(&self, dest: &Path) -> io::Result<bool> {
+    /// Moves the spare to `name` in the log directory (which must not exist yet) and
+    /// asks for the next one. Ok(false) when none is ready (the caller creates the
+    /// segment itself; another spare is asked for if none is being written). A failed
+    /// move turns spares off for this process, so the log never retries at every append.
+    pub(crate) fn take(&self, name: &str) -> io::Result<bool> {
         if !self.is_ready() {
+            if !self.shared.failed.load(Ordering::Acquire) {
+                self.shared.lock().another = true;
+                self.shared.wake.notify_one();
+            }
             return Ok(false);
         }
-        let dir = File::open(&self.shared.dir)?;
-        nix::fcntl::renameat2(
-            &dir,
-            SPARE_NAME,
-            &dir,
-            dest,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(io::Error::from)?;
+        let moved = File::open(&self.shared.dir).and_then(|dir| {
+            nix::fcntl::renameat2(
+                &dir,
+                SPARE_NAME,
+                &dir,
+                name,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(io::Error::from)
+        });
         self.shared.ready.store(false, Ordering::Release);
+        if let Err(e) = moved {
+            self.shared.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
         self.shared.lock().another = true;
         self.shared.wake.notify_one();
         Ok(true)
@@ -177,6 +191,9 @@ impl Shared {
                 }
                 wants.another = false;
             }
+            if self.ready.load(Ordering::Acquire) {
+                continue;
+            }
             match self.prepare() {
                 Ok(true) => {
                     let _wants = self.lock();
@@ -185,7 +202,7 @@ impl Shared {
                 }
                 Ok(false) => return,
                 Err(e) => {
-                    // The log falls back to `fallocate`; the next roll-over asks again.
+                    // The log falls back to `fallocate`; its next roll-over asks again.
                     warn!(dir = %self.dir.display(), error = %e, "cannot prepare a zero-filled spare log segment");
                     let _ = fs::remove_file(self.dir.join(SPARE_TMP_NAME));
                 }
@@ -252,7 +269,7 @@ mod tests {
         let spare = SpareSegment::start(dir.path(), bytes).unwrap();
         wait_ready(&spare);
         let first = dir.path().join("seg-00000000000000000001.log");
-        assert!(spare.take(&first).unwrap());
+        assert!(spare.take("seg-00000000000000000001.log").unwrap());
         let content = fs::read(&first).unwrap();
         assert_eq!(content.len() as u64, bytes);
         assert!(content.iter().all(|&b| b == 0));
@@ -270,8 +287,10 @@ mod tests {
         wait_ready(&spare);
         let existing = dir.path().join("seg-00000000000000000001.log");
         fs::write(&existing, b"records").unwrap();
-        assert!(spare.take(&existing).is_err());
+        assert!(spare.take("seg-00000000000000000001.log").is_err());
         assert_eq!(fs::read(&existing).unwrap(), b"records");
+        assert!(!spare.is_ready(), "a failed move turns spares off");
+        assert!(!spare.take("seg-00000000000000000002.log").unwrap());
     }
 
     #[test]
