@@ -98,12 +98,16 @@ pub fn placement(state: &NodeState, req: &CreateBackupRequest) -> Result<Placeme
                 .ok_or_else(|| Status::internal("site without backup target"))?;
             // Several targets on one site share its shards round-robin.
             let n = used.entry(site.as_str()).or_default();
-            let store = candidates[*n % candidates.len()].clone();
+            let mut store = candidates[*n % candidates.len()].clone();
             *n += 1;
             let (node, addr) = match store.location() {
                 Location::Node => (*id, m.addr.clone()),
                 Location::S3 { .. } | Location::Dir { .. } => (0, String::new()),
             };
+            if store.location() == Location::Node && node == state.id {
+                // This node's own shard: written to its shard directory directly.
+                store = Arc::new(NodeStore::this_node(node, &addr, &state.shard_dir()));
+            }
             Ok(ShardTarget {
                 site: site.clone(),
                 store,

@@ -61,7 +61,7 @@ fn shard_index(shard: u32) -> Result<u8, Status> {
 
 impl BackupService {
     fn store(&self) -> ShardStore {
-        ShardStore::new(&self.state.data_dir.join("backups"))
+        ShardStore::new(&self.state.shard_dir())
     }
 }
 

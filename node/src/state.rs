@@ -64,6 +64,11 @@ pub struct Written {
 }
 
 impl NodeState {
+    /// Where this node keeps backup shards and manifests (served by its Backup service).
+    pub fn shard_dir(&self) -> std::path::PathBuf {
+        self.data_dir.join("backups")
+    }
+
     /// Stamps `op` with the HLC and commits it through Raft (durable on a quorum, applied
     /// here) before returning. Concurrent writes may share one log entry (a batch).
     pub async fn write(self: &Arc<Self>, op: Operation) -> Result<Written, Status> {
