@@ -36,12 +36,13 @@
 //! intact one is corruption and refused.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 use tracing::warn;
 
+use super::page_appender::PageAppender;
 use super::spare::SpareSegment;
 
 /// Largest record payload accepted on write and believed on read.
@@ -153,7 +154,7 @@ pub struct SegmentLog {
     /// In order of first index; the last one is the active segment.
     segments: Vec<Segment>,
     /// Buffered appender on the active segment (present iff `segments` is non-empty).
-    writer: Option<BufWriter<File>>,
+    writer: Option<PageAppender>,
     /// Records were appended to the active segment since its last sync.
     dirty: bool,
     /// An I/O error left the files in an unknown state; only reopening recovers.
@@ -321,9 +322,13 @@ impl SegmentLog {
             None => false,
         };
         let mut file = if zero_filled {
-            OpenOptions::new().write(true).open(&path)
+            OpenOptions::new().read(true).write(true).open(&path)
         } else {
-            OpenOptions::new().write(true).create_new(true).open(&path)
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
         }
         .map_err(io_err(&path))?;
         if !zero_filled {
@@ -333,6 +338,13 @@ impl SegmentLog {
             .and_then(|()| file.sync_all())
             .map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
+        let appender = PageAppender::open(
+            file,
+            SEGMENT_HEADER_LEN,
+            WRITE_BUFFER_BYTES,
+            zero_filled || self.opts.preallocate,
+        )
+        .map_err(io_err(&path))?;
         self.segments.push(Segment {
             path,
             first_index: index,
@@ -340,7 +352,7 @@ impl SegmentLog {
             len: SEGMENT_HEADER_LEN,
             zero_filled,
         });
-        self.writer = Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file));
+        self.writer = Some(appender);
         Ok(())
     }
 
@@ -410,9 +422,7 @@ impl SegmentLog {
     fn guard(&mut self, r: Result<()>) -> Result<()> {
         if matches!(r, Err(SegmentLogError::Io { .. })) {
             self.poisoned = true;
-            if let Some(writer) = self.writer.take() {
-                drop(writer.into_parts());
-            }
+            self.writer = None;
         }
         r
     }
@@ -478,20 +488,22 @@ fn open_active(
     dir: &Path,
     last: Option<&Segment>,
     opts: &SegmentLogOptions,
-) -> Result<Option<BufWriter<File>>> {
+) -> Result<Option<PageAppender>> {
     let Some(seg) = last else {
         return Ok(None);
     };
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
+        .read(true)
         .write(true)
         .open(&seg.path)
         .map_err(io_err(&seg.path))?;
     preallocate(&file, opts)
         .and_then(|()| file.sync_all())
-        .and_then(|()| file.seek(SeekFrom::Start(seg.len)))
         .map_err(io_err(&seg.path))?;
     sync_dir(dir)?;
-    Ok(Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)))
+    PageAppender::open(file, seg.len, WRITE_BUFFER_BYTES, opts.preallocate)
+        .map(Some)
+        .map_err(io_err(&seg.path))
 }
 
 /// Reserves `segment_bytes_max` bytes for `file` (reading as zeros past what was written),
