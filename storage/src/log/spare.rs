@@ -233,7 +233,14 @@ impl Shared {
             .open(&tmp)
             .ok();
         let buffer = vec![0u8; STEP_BYTES + DIRECT_ALIGN];
-        let start = buffer.as_ptr().align_offset(DIRECT_ALIGN);
+        // `align_offset` may decline to answer (usize::MAX): then no O_DIRECT.
+        let start = match buffer.as_ptr().align_offset(DIRECT_ALIGN) {
+            offset if offset < DIRECT_ALIGN => offset,
+            _ => {
+                direct = None;
+                0
+            }
+        };
         let zeros = &buffer[start..start + STEP_BYTES];
         let mut offset = 0u64;
         while offset < self.bytes {
