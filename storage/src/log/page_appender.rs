@@ -112,6 +112,14 @@ mod tests {
             .unwrap()
     }
 
+    /// Appends and flushes each of `writes` in turn.
+    fn flushed_writes(appender: &mut PageAppender, writes: &[&[u8]]) {
+        for bytes in writes {
+            appender.write_all(bytes).unwrap();
+            appender.flush().unwrap();
+        }
+    }
+
     /// Whatever the mix of small and page-crossing appends, flushes and reopenings, the
     /// file holds exactly the appended bytes followed by zeros to a page boundary.
     #[test]
@@ -151,12 +159,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = file(dir.path());
         let mut appender = PageAppender::open(f, 0, 1 << 20, true).unwrap();
-        appender.write_all(&[7; 100]).unwrap();
-        appender.flush().unwrap();
+        flushed_writes(&mut appender, &[&[7; 100]]);
         assert_eq!(appender.page_start, 0);
         assert_eq!(appender.in_file, 100);
-        appender.write_all(&[8; 4000]).unwrap();
-        appender.flush().unwrap();
+        flushed_writes(&mut appender, &[&[8; 4000]]);
         // 4100 bytes: the second page holds the end.
         assert_eq!(appender.page_start, 4096);
         assert_eq!(appender.in_file, 4);
@@ -172,10 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = file(dir.path());
         let mut appender = PageAppender::open(f, 0, 1 << 20, false).unwrap();
-        appender.write_all(&[7; 5000]).unwrap();
-        appender.flush().unwrap();
-        appender.write_all(&[8; 10]).unwrap();
-        appender.flush().unwrap();
+        flushed_writes(&mut appender, &[&[7; 5000], &[8; 10]]);
         assert_eq!(appender.page_start, 4096);
         assert_eq!(appender.get_ref().metadata().unwrap().len(), 5010);
         let on_disk = std::fs::read(dir.path().join("f")).unwrap();
