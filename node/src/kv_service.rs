@@ -1,6 +1,7 @@
 //! The public key-value gRPC service. Writes go through Raft on the leader (others answer
 //! with a redirect); reads are linearizable (under the leader's lease or through a shared
-//! read-index round, `read_index`) unless the request asks for a stale read.
+//! read-index round, `read_index`) unless the request asks for a stale read. The same
+//! calls also arrive many to a frame over the `Multiplex` stream (`kv_multiplex`).
 
 use std::sync::Arc;
 
@@ -8,12 +9,13 @@ use reprise_api::model::{self, Consistency, ScanRange};
 use reprise_api::pb::kv::kv_server::Kv;
 use reprise_api::pb::kv::*;
 use reprise_storage::command::{Operation, Outcome};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
 use crate::state::{internal, NodeState, Written};
 
 /// The `Kv` service of one node.
+#[derive(Clone)]
 pub struct KvService {
     pub state: Arc<NodeState>,
 }
@@ -54,10 +56,10 @@ impl KvService {
     }
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
-    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let put = model::Put::try_from(req.into_inner())?;
+/// Each call, as the unary RPC and a `Multiplex` call both serve it.
+impl KvService {
+    pub(crate) async fn serve_put(&self, req: PutRequest) -> Result<PutResponse, Status> {
+        let put = model::Put::try_from(req)?;
         let w = self
             .state
             .write(Operation::Put {
@@ -69,14 +71,14 @@ impl Kv for KvService {
             Outcome::Put { version } => version,
             other => return Err(internal(format!("put produced {other:?}"))),
         };
-        Ok(Response::new(PutResponse {
+        Ok(PutResponse {
             header: Self::header(&w, self.state.id),
             version,
-        }))
+        })
     }
 
-    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let get = model::Get::try_from(req.into_inner())?;
+    pub(crate) async fn serve_get(&self, req: GetRequest) -> Result<GetResponse, Status> {
+        let get = model::Get::try_from(req)?;
         let (header, value) = self
             .consistent_read(get.consistency, || {
                 self.state.view.get(&get.key).map_err(internal)
@@ -88,26 +90,70 @@ impl Kv for KvService {
                 value,
             })
         });
-        Ok(Response::new(GetResponse {
+        Ok(GetResponse {
             header: Some(header),
             kv,
-        }))
+        })
+    }
+
+    pub(crate) async fn serve_delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
+        let del = model::Delete::try_from(req)?;
+        let w = self.state.write(Operation::Delete { key: del.key }).await?;
+        let existed = match w.response.outcome {
+            Outcome::Delete { existed } => existed,
+            other => return Err(internal(format!("delete produced {other:?}"))),
+        };
+        Ok(DeleteResponse {
+            header: Self::header(&w, self.state.id),
+            existed,
+        })
+    }
+
+    pub(crate) async fn serve_txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
+        let txn = model::Txn::try_from(req)?;
+        let w = self.state.write(convert::txn(txn)).await?;
+        let succeeded = match w.response.outcome {
+            Outcome::Txn { succeeded } => succeeded,
+            other => return Err(internal(format!("txn produced {other:?}"))),
+        };
+        Ok(TxnResponse {
+            header: Self::header(&w, self.state.id),
+            succeeded,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    type MultiplexStream = crate::kv_multiplex::ReplyFrames;
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.serve_put(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.serve_get(req.into_inner()).await.map(Response::new)
     }
 
     async fn delete(
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let del = model::Delete::try_from(req.into_inner())?;
-        let w = self.state.write(Operation::Delete { key: del.key }).await?;
-        let existed = match w.response.outcome {
-            Outcome::Delete { existed } => existed,
-            other => return Err(internal(format!("delete produced {other:?}"))),
-        };
-        Ok(Response::new(DeleteResponse {
-            header: Self::header(&w, self.state.id),
-            existed,
-        }))
+        self.serve_delete(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.serve_txn(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn multiplex(
+        &self,
+        req: Request<Streaming<CallFrame>>,
+    ) -> Result<Response<Self::MultiplexStream>, Status> {
+        Ok(Response::new(crate::kv_multiplex::serve(
+            self.clone(),
+            req.into_inner(),
+        )))
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
@@ -136,19 +182,6 @@ impl Kv for KvService {
             header: Some(header),
             kvs,
             next_page_token,
-        }))
-    }
-
-    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let txn = model::Txn::try_from(req.into_inner())?;
-        let w = self.state.write(convert::txn(txn)).await?;
-        let succeeded = match w.response.outcome {
-            Outcome::Txn { succeeded } => succeeded,
-            other => return Err(internal(format!("txn produced {other:?}"))),
-        };
-        Ok(Response::new(TxnResponse {
-            header: Self::header(&w, self.state.id),
-            succeeded,
         }))
     }
 }

@@ -13,6 +13,7 @@ pub mod campaign_gate;
 pub mod config;
 pub mod convert;
 pub mod hlc;
+pub mod kv_multiplex;
 pub mod kv_service;
 pub mod metrics;
 pub mod network;

@@ -2,7 +2,9 @@
 //! to the node it believes leads, follows "not the leader" answers to the named leader,
 //! and moves on to the next endpoint when one cannot be reached. A write is retried only
 //! when it certainly was not applied (not-leader answer, or the connection was never
-//! made); otherwise the caller gets `ClientError::Indeterminate`.
+//! made); otherwise the caller gets `ClientError::Indeterminate`. Puts, gets, deletes and
+//! transactions go over one `Multiplex` stream per node (`multiplex.rs`), shared by every
+//! task using the client, unless `ClientOptions::multiplex` is off; the rest are unary.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,10 +17,12 @@ use tonic::{Code, Status};
 
 use crate::limits::GRPC_MESSAGE_BYTES_MAX;
 use crate::model::{self, ValidationError};
+use crate::multiplex::{Failure, Multiplexer};
 use crate::pb::admin as apb;
 use crate::pb::admin::admin_client::AdminClient;
 use crate::pb::kv as kpb;
 use crate::pb::kv::kv_client::KvClient;
+use crate::pb::kv::{call, reply};
 use crate::redirect::parse_not_leader;
 
 /// HTTP/2 pings on idle connections, so a paused or vanished node is noticed quickly.
@@ -37,6 +41,9 @@ pub struct ClientOptions {
     pub deadline: Duration,
     /// Pause between rounds when no endpoint could serve.
     pub retry_pause: Duration,
+    /// Send puts, gets, deletes and transactions over one `Multiplex` stream per node,
+    /// several per frame when tasks call concurrently, instead of one unary RPC each.
+    pub multiplex: bool,
 }
 
 impl Default for ClientOptions {
@@ -46,6 +53,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_millis(500),
             deadline: Duration::from_secs(10),
             retry_pause: Duration::from_millis(20),
+            multiplex: true,
         }
     }
 }
@@ -83,6 +91,7 @@ pub enum Retry {
 pub struct Client {
     endpoints: Mutex<Vec<String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    multiplexers: Mutex<HashMap<String, Multiplexer>>,
     preferred: Mutex<usize>,
     opts: ClientOptions,
 }
@@ -122,6 +131,7 @@ impl Client {
         let client = Client {
             endpoints: Mutex::new(Vec::new()),
             channels: Mutex::new(HashMap::new()),
+            multiplexers: Mutex::new(HashMap::new()),
             preferred: Mutex::new(0),
             opts,
         };
@@ -195,6 +205,25 @@ impl Client {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        self.call_on(retry, |_, channel| {
+            let response = call(channel);
+            async move {
+                response
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(Failure::Status)
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` (given an endpoint and its channel) against the leader, following
+    /// redirects and skipping dead endpoints.
+    async fn call_on<T, F, Fut>(&self, retry: Retry, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(String, Channel) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let started = Instant::now();
         let mut offset = 0;
         let mut last_error = String::from("no attempt made");
@@ -206,42 +235,47 @@ impl Client {
         while started.elapsed() < self.opts.deadline {
             let endpoint = self.current(offset);
             let channel = self.channel(&endpoint)?;
-            match call(channel).await {
+            let status = match attempt(endpoint.clone(), channel).await {
                 Ok(resp) => {
                     self.prefer(&endpoint);
-                    return Ok(resp.into_inner());
+                    return Ok(resp);
                 }
-                Err(status) => {
-                    last_error = format!("{endpoint}: {}", status.message());
-                    if let Some(leader) = parse_not_leader(&status) {
-                        saw_redirect = true;
-                        match leader {
-                            Some(addr) if addr != endpoint && !refused.contains(&addr) => {
-                                self.prefer(&addr);
-                                offset = 0;
-                                continue;
-                            }
-                            _ => offset += 1,
-                        }
-                    } else if never_sent(&status) {
-                        refused.push(endpoint);
-                        offset += 1;
-                    } else if retry == Retry::Idempotent && retriable(&status) {
-                        offset += 1;
-                    } else if retriable(&status) {
-                        // This node may be dead or paused: start the next call elsewhere.
-                        self.prefer_next_after(&endpoint);
-                        return Err(ClientError::Indeterminate {
-                            endpoint,
-                            status: status.to_string(),
-                        });
-                    } else {
-                        return Err(ClientError::Rejected { endpoint, status });
-                    }
-                    if offset % self.lock_endpoints().len() == 0 {
-                        tokio::time::sleep(self.opts.retry_pause).await;
-                    }
+                // The stream to this endpoint ended before the call was framed: nothing
+                // was sent, and the next attempt opens a new stream.
+                Err(Failure::NotSent) => {
+                    last_error = format!("{endpoint}: stream closed before the call was sent");
+                    continue;
                 }
+                Err(Failure::Status(status)) => status,
+            };
+            last_error = format!("{endpoint}: {}", status.message());
+            if let Some(leader) = parse_not_leader(&status) {
+                saw_redirect = true;
+                match leader {
+                    Some(addr) if addr != endpoint && !refused.contains(&addr) => {
+                        self.prefer(&addr);
+                        offset = 0;
+                        continue;
+                    }
+                    _ => offset += 1,
+                }
+            } else if never_sent(&status) {
+                refused.push(endpoint);
+                offset += 1;
+            } else if retry == Retry::Idempotent && retriable(&status) {
+                offset += 1;
+            } else if retriable(&status) {
+                // This node may be dead or paused: start the next call elsewhere.
+                self.prefer_next_after(&endpoint);
+                return Err(ClientError::Indeterminate {
+                    endpoint,
+                    status: status.to_string(),
+                });
+            } else {
+                return Err(ClientError::Rejected { endpoint, status });
+            }
+            if offset % self.lock_endpoints().len() == 0 {
+                tokio::time::sleep(self.opts.retry_pause).await;
             }
         }
         if saw_redirect {
@@ -255,6 +289,43 @@ impl Client {
                 last_error,
             })
         }
+    }
+
+    /// The `Multiplex` stream to `endpoint`, started anew when the last one has ended.
+    fn multiplexer(&self, endpoint: &str, channel: Channel) -> Multiplexer {
+        let mut muxes = self.multiplexers.lock().unwrap_or_else(|p| p.into_inner());
+        match muxes.get(endpoint) {
+            Some(m) if !m.is_closed() => m.clone(),
+            _ => {
+                let m = Multiplexer::start(Self::kv(channel));
+                muxes.insert(endpoint.to_string(), m.clone());
+                m
+            }
+        }
+    }
+
+    /// Runs `op` on the leader over the `Multiplex` stream; `pick` takes the expected
+    /// answer out of the reply.
+    async fn multiplexed<T>(
+        &self,
+        retry: Retry,
+        op: call::Op,
+        pick: fn(reply::Result) -> Result<T, reply::Result>,
+    ) -> Result<T, ClientError> {
+        let timeout = self.opts.rpc_timeout;
+        self.call_on(retry, |endpoint, channel| {
+            let mux = self.multiplexer(&endpoint, channel);
+            let op = op.clone();
+            async move {
+                pick(mux.call(op, timeout).await?).map_err(|other| {
+                    Failure::Status(Status::internal(format!(
+                        "the node answered with a {} reply",
+                        reply_kind(&other)
+                    )))
+                })
+            }
+        })
+        .await
     }
 
     fn kv(channel: Channel) -> KvClient<Channel> {
@@ -277,6 +348,14 @@ impl Client {
             value: value.to_vec(),
         };
         model::Put::try_from(req.clone())?;
+        if self.opts.multiplex {
+            return self
+                .multiplexed(Retry::OnlyIfNotApplied, call::Op::Put(req), |r| match r {
+                    reply::Result::Put(r) => Ok(r),
+                    other => Err(other),
+                })
+                .await;
+        }
         self.call(Retry::OnlyIfNotApplied, |c| {
             let req = req.clone();
             async move { Self::kv(c).put(req).await }
@@ -291,6 +370,14 @@ impl Client {
             consistency: consistency(stale),
         };
         model::Get::try_from(req.clone())?;
+        if self.opts.multiplex {
+            return self
+                .multiplexed(Retry::Idempotent, call::Op::Get(req), |r| match r {
+                    reply::Result::Get(r) => Ok(r),
+                    other => Err(other),
+                })
+                .await;
+        }
         self.call(Retry::Idempotent, |c| {
             let req = req.clone();
             async move { Self::kv(c).get(req).await }
@@ -302,6 +389,18 @@ impl Client {
     pub async fn delete(&self, key: &[u8]) -> Result<kpb::DeleteResponse, ClientError> {
         let req = kpb::DeleteRequest { key: key.to_vec() };
         model::Delete::try_from(req.clone())?;
+        if self.opts.multiplex {
+            return self
+                .multiplexed(
+                    Retry::OnlyIfNotApplied,
+                    call::Op::Delete(req),
+                    |r| match r {
+                        reply::Result::Delete(r) => Ok(r),
+                        other => Err(other),
+                    },
+                )
+                .await;
+        }
         self.call(Retry::OnlyIfNotApplied, |c| {
             let req = req.clone();
             async move { Self::kv(c).delete(req).await }
@@ -322,6 +421,14 @@ impl Client {
     /// A compare-and-swap transaction.
     pub async fn txn(&self, req: kpb::TxnRequest) -> Result<kpb::TxnResponse, ClientError> {
         model::Txn::try_from(req.clone())?;
+        if self.opts.multiplex {
+            return self
+                .multiplexed(Retry::OnlyIfNotApplied, call::Op::Txn(req), |r| match r {
+                    reply::Result::Txn(r) => Ok(r),
+                    other => Err(other),
+                })
+                .await;
+        }
         self.call(Retry::OnlyIfNotApplied, |c| {
             let req = req.clone();
             async move { Self::kv(c).txn(req).await }
@@ -375,6 +482,17 @@ impl Client {
                 endpoint: endpoint.to_string(),
                 status,
             })
+    }
+}
+
+/// What kind of answer a reply carries, for an error message.
+fn reply_kind(r: &reply::Result) -> &'static str {
+    match r {
+        reply::Result::Put(_) => "put",
+        reply::Result::Get(_) => "get",
+        reply::Result::Delete(_) => "delete",
+        reply::Result::Txn(_) => "txn",
+        reply::Result::Error(_) => "error",
     }
 }
 

@@ -3,9 +3,11 @@
 //! site-aware fault-tolerance arithmetic, and the leader-following client used by the
 //! CLI, chaos and applications. No openraft, no storage.
 
+pub mod call_error;
 pub mod client;
 pub mod limits;
 pub mod model;
+mod multiplex;
 pub mod redirect;
 pub mod topology;
 
