@@ -58,9 +58,20 @@ struct Cell {
     first: &'static str,
 }
 
+/// Reprise's client with one unary RPC per request, beside the same run's etcd figure.
+#[derive(Debug, Serialize)]
+struct UnaryCell {
+    value_size: usize,
+    clients: u32,
+    reprise_unary: LoadReport,
+    etcd_ops_per_s: f64,
+    ratio: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Comparison {
     cells: Vec<Cell>,
+    unary: Vec<UnaryCell>,
     memory_keys: u64,
     reprise_rss_mib: Vec<f64>,
     etcd_rss_mib: Vec<f64>,
@@ -91,6 +102,7 @@ fn load_args(target: Target, workload: &str, clients: u32, value: usize, secs: u
         value_size: value,
         keyspace: 10_000,
         workload: workload.to_string(),
+        unary: false,
     }
 }
 
@@ -106,6 +118,14 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
         ..global.clone()
     };
     let mut cells = Vec::new();
+    let mut unary = Vec::new();
+    // The reference run of Reprise's client without the Multiplex stream: puts at 64
+    // clients, or the largest count asked for.
+    let unary_clients = if clients.contains(&64) {
+        Some(64)
+    } else {
+        clients.iter().copied().max()
+    };
     {
         let reprise = cluster(Target::Reprise, &scratch).await?;
         let etcd = cluster(Target::Etcd, &scratch).await?;
@@ -153,6 +173,28 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
                     });
                 }
             }
+            if let Some(n) = unary_clients {
+                let mut on_reprise = load_args(Target::Reprise, "put", n, value, args.duration_s);
+                on_reprise.unary = true;
+                let r = load_on(&reprise, &on_reprise, false).await?;
+                let etcd_ops_per_s = cells
+                    .iter()
+                    .find(|c| c.workload == "put" && c.value_size == value && c.clients == n)
+                    .map(|c| c.etcd.ops_per_s)
+                    .unwrap_or(0.0);
+                let ratio = r.ops_per_s / etcd_ops_per_s.max(1e-9);
+                eprintln!(
+                    "put (unary)       {value:>5} B {n:>4} clients: reprise {:>7.0} ops/s p99 {:>6.1} ms | {ratio:.2}x etcd's put cell",
+                    r.ops_per_s, r.p99_ms
+                );
+                unary.push(UnaryCell {
+                    value_size: value,
+                    clients: n,
+                    reprise_unary: r,
+                    etcd_ops_per_s,
+                    ratio,
+                });
+            }
         }
     }
     eprintln!(
@@ -183,6 +225,7 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
     };
     let comparison = Comparison {
         cells,
+        unary,
         memory_keys: args.memory_keys,
         reprise_rss_mib: rss.first().cloned().unwrap_or_default(),
         etcd_rss_mib: rss.get(1).cloned().unwrap_or_default(),
@@ -310,6 +353,29 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
             cell.etcd.errors,
             cell.first
         );
+    }
+    let _ = writeln!(
+        md,
+        "\nEvery benchmark client has a connection of its own to each node, on both systems. Reprise's client sends its calls over one `Multiplex` stream per connection (one HTTP/2 stream for all of them, each call in a frame); etcd's v3 API has no such stream for puts and ranges, so its client makes one unary RPC, one HTTP/2 stream, per request."
+    );
+    if !c.unary.is_empty() {
+        let _ = writeln!(
+            md,
+            "For reference, Reprise's client making one unary RPC per request as well (`reprise bench --unary`), measured in the same run after the cells above:\n\n| workload | value | clients | Reprise unary ops/s | Reprise unary p50 / p99 ms | etcd ops/s (put cell above) | Reprise unary/etcd |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for u in &c.unary {
+            let _ = writeln!(
+                md,
+                "| put | {} B | {} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2}x |",
+                u.value_size,
+                u.clients,
+                u.reprise_unary.ops_per_s,
+                u.reprise_unary.p50_ms,
+                u.reprise_unary.p99_ms,
+                u.etcd_ops_per_s,
+                u.ratio
+            );
+        }
     }
     let _ = writeln!(
         md,

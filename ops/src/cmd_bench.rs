@@ -79,6 +79,10 @@ pub struct LoadArgs {
     /// put | get-linearizable | get-stale | mixed:R (R = percent reads, linearizable)
     #[arg(long, default_value = "put")]
     pub workload: String,
+    /// Reprise only: send each request as its own unary RPC (one HTTP/2 stream each, as
+    /// etcd's client does) instead of over the client's Multiplex stream.
+    #[arg(long)]
+    pub unary: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,11 +154,14 @@ impl Cluster {
         }
     }
 
-    fn backend(&self) -> CliResult<Backend> {
+    fn backend(&self, unary: bool) -> CliResult<Backend> {
         Ok(match self.target {
             Target::Reprise => Backend::Reprise(Arc::new(Client::new(
                 &self.endpoints,
-                ClientOptions::default(),
+                ClientOptions {
+                    multiplex: !unary,
+                    ..Default::default()
+                },
             )?)),
             Target::Etcd => Backend::Etcd(EtcdClient::new(&self.endpoints)?),
         })
@@ -313,6 +320,9 @@ pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
 }
 
 async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
+    if args.unary && matches!(args.target, Target::Etcd) {
+        return Err(anyhow!("--unary applies to --target reprise only").into());
+    }
     let target = cluster(args.target, global).await?;
     let workload = parse_workload(&args.workload)?;
     if !matches!(workload, Workload::Put) {
@@ -329,7 +339,7 @@ pub(crate) async fn preload(target: &Cluster, args: &LoadArgs, keys: u64, show: 
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..64 {
-        let (c, next) = (target.backend()?, next.clone());
+        let (c, next) = (target.backend(args.unary)?, next.clone());
         let (key_size, value) = (args.key_size, vec![b'v'; args.value_size]);
         tasks.push(tokio::spawn(async move {
             loop {
@@ -371,7 +381,7 @@ pub(crate) async fn load_on(
     let mut tasks = Vec::new();
     for n in 0..args.clients {
         let (c, done, errors, value) = (
-            target.backend()?,
+            target.backend(args.unary)?,
             done.clone(),
             errors.clone(),
             value.clone(),
