@@ -3,8 +3,10 @@
 //! are ready together go back in one frame. A failed call carries the status the unary
 //! RPC would have returned (`reprise_api::call_error`), redirects included.
 //!
-//! Backpressure: a stream has at most `CALLS_IN_FLIGHT_MAX` calls being served; beyond
-//! that, the node stops reading its frames. Replies wait in a short queue; when the client
+//! Backpressure: a stream has at most `MULTIPLEX_CALLS_IN_FLIGHT_MAX` calls being served;
+//! beyond that, the node stops reading its frames. A frame of more than
+//! `MULTIPLEX_FRAME_CALLS_MAX` calls breaks the protocol: the stream ends with an error,
+//! its calls unserved. Replies wait in a short queue; when the client
 //! does not read them, the node stops taking its calls.
 
 use std::future::Future;
@@ -13,6 +15,9 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use prost::Message;
 use reprise_api::call_error;
+use reprise_api::limits::{
+    MULTIPLEX_CALLS_IN_FLIGHT_MAX, MULTIPLEX_FRAME_BYTES_MAX, MULTIPLEX_FRAME_CALLS_MAX,
+};
 use reprise_api::pb::kv::{call, reply, Call, CallFrame, Reply, ReplyFrame};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,12 +25,6 @@ use tonic::{Status, Streaming};
 
 use crate::kv_service::KvService;
 
-/// Most calls of one stream being served at once.
-const CALLS_IN_FLIGHT_MAX: usize = 4096;
-/// Most replies in one frame.
-const FRAME_REPLIES_MAX: usize = 1024;
-/// A frame takes no more replies once they encode to this many bytes.
-const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Reply frames waiting for the client to read them.
 const FRAMES_QUEUED: usize = 4;
 
@@ -49,8 +48,17 @@ async fn run(
     let mut reading = true;
     loop {
         tokio::select! {
-            frame = calls.message(), if reading && running.len() < CALLS_IN_FLIGHT_MAX => {
+            frame = calls.message(), if reading && running.len() < MULTIPLEX_CALLS_IN_FLIGHT_MAX => {
                 match frame {
+                    Ok(Some(frame)) if frame.calls.len() > MULTIPLEX_FRAME_CALLS_MAX => {
+                        let _ = replies
+                            .send(Err(Status::invalid_argument(format!(
+                                "a frame of {} calls; at most {MULTIPLEX_FRAME_CALLS_MAX} per frame",
+                                frame.calls.len()
+                            ))))
+                            .await;
+                        return;
+                    }
                     Ok(Some(frame)) => running.extend(frame.calls.into_iter().map(|c| answer(&svc, c))),
                     // The client has sent its last call; answer those still running.
                     Ok(None) => reading = false,
@@ -78,7 +86,7 @@ where
 {
     let mut bytes = first.encoded_len();
     let mut replies = vec![first];
-    while replies.len() < FRAME_REPLIES_MAX && bytes < FRAME_BYTES_MAX {
+    while replies.len() < MULTIPLEX_FRAME_CALLS_MAX && bytes < MULTIPLEX_FRAME_BYTES_MAX {
         match running.next().now_or_never() {
             Some(Some(r)) => {
                 bytes += r.encoded_len();

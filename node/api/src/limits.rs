@@ -19,3 +19,12 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 /// the next RPC. openraft 0.9 gives every AppendEntries one heartbeat interval to be sent,
 /// written and fsynced by the follower, so a batch must stay small enough for that.
 pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
+/// Most calls in one frame of the `Multiplex` stream; the node refuses every call of a
+/// larger frame.
+pub const MULTIPLEX_FRAME_CALLS_MAX: usize = 1024;
+/// A frame (calls or replies) takes no more once its contents encode to this many bytes;
+/// one call or reply alone may be larger, up to the message limit.
+pub const MULTIPLEX_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most calls of one `Multiplex` stream a node serves at once; it reads no further frame
+/// from that stream until some are answered.
+pub const MULTIPLEX_CALLS_IN_FLIGHT_MAX: usize = 4096;

@@ -1,7 +1,7 @@
 //! The client's end of the `Multiplex` stream to one node. Calls made concurrently by the
 //! tasks sharing a `Client` wait in one queue; whatever is waiting when the task gets to
-//! it goes out as one frame (at most `FRAME_CALLS_MAX` calls, about `FRAME_BYTES_MAX`
-//! bytes), and replies come back several per frame, routed to their callers by id. Per
+//! it goes out as one frame (at most `MULTIPLEX_FRAME_CALLS_MAX` calls, about
+//! `MULTIPLEX_FRAME_BYTES_MAX` bytes), and replies come back several per frame, routed to their callers by id. Per
 //! request this spares both ends an HTTP/2 stream: its set-up, headers and trailers,
 //! which were half of a leader's CPU under 64 concurrent writers.
 //!
@@ -17,14 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::Status;
 
+use crate::limits::{MULTIPLEX_FRAME_BYTES_MAX, MULTIPLEX_FRAME_CALLS_MAX};
 use crate::pb::kv::kv_client::KvClient;
 use crate::pb::kv::{call, reply, Call, CallFrame, ReplyFrame};
-
-/// Most calls in one frame.
-const FRAME_CALLS_MAX: usize = 1024;
-/// A frame takes no more calls once its calls encode to this many bytes (one call alone
-/// may be larger; the message limit bounds it).
-const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Why a multiplexed call has no answer.
 #[derive(Debug)]
@@ -105,7 +100,7 @@ impl InFlight {
                 calls.push(Call { id, op: Some(w.op) });
                 self.calls.insert(id, w.reply);
             }
-            if calls.len() < FRAME_CALLS_MAX && bytes < FRAME_BYTES_MAX {
+            if calls.len() < MULTIPLEX_FRAME_CALLS_MAX && bytes < MULTIPLEX_FRAME_BYTES_MAX {
                 next = queue.try_recv().ok();
             }
         }
@@ -190,7 +185,7 @@ async fn run(mut kv: KvClient<Channel>, mut queue: mpsc::UnboundedReceiver<Waiti
                     return;
                 }
                 Err(status) => {
-                    in_flight.fail_all(&status);
+                    in_flight.fail_all(&broken(&status));
                     return;
                 }
             },
@@ -199,4 +194,15 @@ async fn run(mut kv: KvClient<Channel>, mut queue: mpsc::UnboundedReceiver<Waiti
             return;
         }
     }
+}
+
+/// The status of a call in flight when the stream broke with `status`: whatever the
+/// transport or the node said, the call may have been applied, so the code is one the
+/// client never takes for "not sent" (nor for a refusal).
+fn broken(status: &Status) -> Status {
+    Status::unknown(format!(
+        "the multiplex stream broke with the call in flight ({:?}: {})",
+        status.code(),
+        status.message()
+    ))
 }
