@@ -69,15 +69,7 @@ async fn a_frame_is_served_call_by_call_redirected_by_followers_and_bounded() {
     let tc = TestCluster::start(3, 1).await;
     let leader = tc.leader().await;
     let follower = tc.follower_of(leader);
-    let addr = |id: u64| {
-        tc.cluster
-            .file
-            .nodes
-            .iter()
-            .find(|n| n.id == id)
-            .map(|n| n.addr.clone())
-            .expect("node address")
-    };
+    let addr = |id: u64| tc.addr_of(id);
 
     // On the leader: two puts and a call naming no operation.
     let got = one_frame(

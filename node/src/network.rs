@@ -1,7 +1,9 @@
 //! Outgoing peer RPCs: openraft's `RaftNetworkFactory` over our gRPC Raft service. Each
 //! openraft message is encoded with postcard into a `RaftPayload`; the remote result
-//! (including openraft's own errors) comes back the same way. AppendEntries batches are
-//! cut to a byte budget (a partial success tells openraft how far the follower got).
+//! (including openraft's own errors) comes back the same way. AppendEntries go over one
+//! long-lived stream per peer link (`append_stream.rs`), votes and snapshots as unary
+//! RPCs. AppendEntries batches are cut to a byte budget (a partial success tells
+//! openraft how far the follower got).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::append_stream::AppendStream;
 use crate::partition::Partition;
 
 /// How long openraft waits before retrying a peer it could not reach (its default is
@@ -50,6 +53,8 @@ pub struct PeerClient {
     member: Member,
     channel: Result<Channel, String>,
     partition: Arc<Partition>,
+    /// The AppendEntries stream, opened by the first AppendEntries and after any failure.
+    append: Option<AppendStream>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -69,6 +74,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             member: node.clone(),
             channel,
             partition: self.partition.clone(),
+            append: None,
         }
     }
 }
@@ -76,6 +82,40 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>;
 
 impl PeerClient {
+    /// Refuses a message to a peer cut off by an injected partition; otherwise the channel.
+    // The error is openraft's `RPCError`, which every `RaftNetwork` method returns.
+    #[allow(clippy::result_large_err)]
+    fn link<E: std::error::Error>(&self) -> RpcResult<Channel, E> {
+        if self.partition.blocks_to(self.target) {
+            let cut = std::io::Error::other(format!(
+                "node {} at {}: link cut by an injected partition",
+                self.target, self.member.addr
+            ));
+            return Err(RPCError::Unreachable(Unreachable::new(&cut)));
+        }
+        self.channel
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))
+    }
+
+    /// The peer's result, decoded from a reply's payload.
+    #[allow(clippy::result_large_err)]
+    fn result<Resp, E>(&self, data: &[u8]) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            postcard::from_bytes(data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.member.clone(),
+                e,
+            ))
+        })
+    }
+
     async fn send<Req, Resp, E>(
         &self,
         method: Method,
@@ -87,17 +127,7 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        if self.partition.blocks_to(self.target) {
-            let cut = std::io::Error::other(format!(
-                "node {} at {}: link cut by an injected partition",
-                self.target, self.member.addr
-            ));
-            return Err(RPCError::Unreachable(Unreachable::new(&cut)));
-        }
-        let channel = self
-            .channel
-            .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
+        let channel = self.link()?;
         let data = reprise_storage::encoding::to_exact_vec(req)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = RaftClient::new(channel)
@@ -106,20 +136,45 @@ impl PeerClient {
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(timeout);
         let reply = match method {
-            Method::Append => client.append_entries(request).await,
             Method::Vote => client.vote(request).await,
             Method::Snapshot => client.install_snapshot(request).await,
         };
         let payload = reply.map_err(|s| self.transport_error(s))?.into_inner();
-        let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&payload.data)
+        self.result(&payload.data)
+    }
+
+    /// One AppendEntries over the peer's stream, opening it first when there is none.
+    async fn send_append(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        let channel = self.link()?;
+        let data = reprise_storage::encoding::to_exact_vec(rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.member.clone(),
-                e,
-            ))
-        })
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Taken out while the call is out: an error, or this future being dropped before
+        // the reply came, drops the stream with it.
+        let mut stream = match self.append.take() {
+            Some(stream) if stream.usable() => stream,
+            _ => AppendStream::open(channel, timeout)
+                .await
+                .map_err(|s| self.transport_error(s))?,
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let reply = stream
+            .call(data, left)
+            .await
+            .map_err(|s| self.transport_error(s))?;
+        self.append = Some(stream);
+        if !reply.refused.is_empty() {
+            let e = std::io::Error::other(format!(
+                "node {} at {}: {}",
+                self.target, self.member.addr, reply.refused
+            ));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        self.result(&reply.data)
     }
 
     fn transport_error<E: std::error::Error>(
@@ -161,7 +216,6 @@ fn keep_byte_budget(entries: &mut Vec<Entry>, budget: usize) -> Option<LogId> {
 
 #[derive(Clone, Copy)]
 enum Method {
-    Append,
     Vote,
     Snapshot,
 }
@@ -174,7 +228,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let mut rpc = rpc;
         let sent_prefix = keep_byte_budget(&mut rpc.entries, APPEND_ENTRIES_BYTES_MAX);
-        let resp = self.send(Method::Append, &rpc, option.hard_ttl()).await?;
+        let resp = self.send_append(&rpc, option.hard_ttl()).await?;
         // Only a prefix went out: the follower's success covers that prefix alone.
         Ok(match (resp, sent_prefix) {
             (AppendEntriesResponse::Success, Some(last)) => {

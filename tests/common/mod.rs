@@ -138,12 +138,20 @@ impl TestCluster {
 
     /// Site of node `id`.
     pub fn site_of(&self, id: u64) -> String {
+        self.node(id).site.clone()
+    }
+
+    /// Address of node `id`.
+    pub fn addr_of(&self, id: u64) -> String {
+        self.node(id).addr.clone()
+    }
+
+    fn node(&self, id: u64) -> &local::LocalNode {
         self.cluster
             .file
             .nodes
             .iter()
             .find(|n| n.id == id)
-            .map(|n| n.site.clone())
             .expect("known node")
     }
 
