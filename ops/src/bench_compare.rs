@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::cmd_bench::{
-    cluster, etcd_failover_trials, failover_trials, idle_count, load_on, preload, IdleReport,
-    LoadArgs, LoadReport, Target,
+    cluster, cluster_with, etcd_failover_trials, failover_trials, idle_count, load_on, preload,
+    IdleReport, LoadArgs, LoadReport, Target,
 };
 use crate::output::{print_json, CliResult, Format};
 
@@ -58,20 +58,56 @@ struct Cell {
     first: &'static str,
 }
 
-/// Reprise's client with one unary RPC per request, beside the same run's etcd figure.
+/// Node config of the reference cluster without the continuous log archive.
+const ARCHIVE_OFF_CONFIG: &str = "[archive]\ninterval_ms = 0\n";
+
+/// A reference measurement of Reprise put in another setup than the matrix's, beside the
+/// same run's etcd figure for the same cell. Not a target; shows what one part costs.
 #[derive(Debug, Serialize)]
-struct UnaryCell {
+struct ReferenceCell {
+    /// "unary calls" (the client without its Multiplex stream) or "archive off" (a
+    /// cluster without the continuous log archive).
+    variant: &'static str,
     value_size: usize,
     clients: u32,
-    reprise_unary: LoadReport,
+    reprise: LoadReport,
     etcd_ops_per_s: f64,
     ratio: f64,
+}
+
+impl ReferenceCell {
+    fn new(
+        variant: &'static str,
+        reprise: LoadReport,
+        cells: &[Cell],
+        value: usize,
+        n: u32,
+    ) -> Self {
+        let etcd_ops_per_s = cells
+            .iter()
+            .find(|c| c.workload == "put" && c.value_size == value && c.clients == n)
+            .map(|c| c.etcd.ops_per_s)
+            .unwrap_or(0.0);
+        let ratio = reprise.ops_per_s / etcd_ops_per_s.max(1e-9);
+        eprintln!(
+            "put ({variant:<11}) {value:>5} B {n:>4} clients: reprise {:>7.0} ops/s p99 {:>6.1} ms | {ratio:.2}x etcd's put cell",
+            reprise.ops_per_s, reprise.p99_ms
+        );
+        ReferenceCell {
+            variant,
+            value_size: value,
+            clients: n,
+            reprise,
+            etcd_ops_per_s,
+            ratio,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
 struct Comparison {
     cells: Vec<Cell>,
-    unary: Vec<UnaryCell>,
+    references: Vec<ReferenceCell>,
     memory_keys: u64,
     reprise_rss_mib: Vec<f64>,
     etcd_rss_mib: Vec<f64>,
@@ -118,10 +154,10 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
         ..global.clone()
     };
     let mut cells = Vec::new();
-    let mut unary = Vec::new();
-    // The reference run of Reprise's client without the Multiplex stream: puts at 64
-    // clients, or the largest count asked for.
-    let unary_clients = if clients.contains(&64) {
+    let mut references = Vec::new();
+    // The reference runs (Reprise's client without the Multiplex stream, a cluster
+    // without the log archive): puts at 64 clients, or the largest count asked for.
+    let reference_clients = if clients.contains(&64) {
         Some(64)
     } else {
         clients.iter().copied().max()
@@ -173,28 +209,25 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
                     });
                 }
             }
-            if let Some(n) = unary_clients {
+            if let Some(n) = reference_clients {
                 let mut on_reprise = load_args(Target::Reprise, "put", n, value, args.duration_s);
                 on_reprise.unary = true;
                 let r = load_on(&reprise, &on_reprise, false).await?;
-                let etcd_ops_per_s = cells
-                    .iter()
-                    .find(|c| c.workload == "put" && c.value_size == value && c.clients == n)
-                    .map(|c| c.etcd.ops_per_s)
-                    .unwrap_or(0.0);
-                let ratio = r.ops_per_s / etcd_ops_per_s.max(1e-9);
-                eprintln!(
-                    "put (unary)       {value:>5} B {n:>4} clients: reprise {:>7.0} ops/s p99 {:>6.1} ms | {ratio:.2}x etcd's put cell",
-                    r.ops_per_s, r.p99_ms
-                );
-                unary.push(UnaryCell {
-                    value_size: value,
-                    clients: n,
-                    reprise_unary: r,
-                    etcd_ops_per_s,
-                    ratio,
-                });
+                references.push(ReferenceCell::new("unary calls", r, &cells, value, n));
             }
+        }
+    }
+    // What the continuous log archive costs: the same put cells on a cluster without it
+    // (after the matrix, so the matrix's clusters are stopped).
+    if let Some(n) = reference_clients {
+        for &value in &values {
+            let off = cluster_with(Target::Reprise, &scratch, ARCHIVE_OFF_CONFIG).await?;
+            let pre = load_args(Target::Reprise, "put", 64, value, 0);
+            eprintln!("preloading 10000 keys of {value} B into reprise (archive off)...");
+            preload(&off, &pre, 10_000, false).await?;
+            let on_off = load_args(Target::Reprise, "put", n, value, args.duration_s);
+            let r = load_on(&off, &on_off, false).await?;
+            references.push(ReferenceCell::new("archive off", r, &cells, value, n));
         }
     }
     eprintln!(
@@ -225,7 +258,7 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
     };
     let comparison = Comparison {
         cells,
-        unary,
+        references,
         memory_keys: args.memory_keys,
         reprise_rss_mib: rss.first().cloned().unwrap_or_default(),
         etcd_rss_mib: rss.get(1).cloned().unwrap_or_default(),
@@ -358,20 +391,21 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
         md,
         "\nEvery benchmark client has a connection of its own to each node, on both systems. Reprise's client sends its calls over one `Multiplex` stream per connection (one HTTP/2 stream for all of them, each call in a frame); etcd's v3 API has no such stream for puts and ranges, so its client makes one unary RPC, one HTTP/2 stream, per request."
     );
-    if !c.unary.is_empty() {
+    if !c.references.is_empty() {
         let _ = writeln!(
             md,
-            "For reference, Reprise's client making one unary RPC per request as well (`reprise bench --unary`), measured in the same run after the cells above:\n\n| workload | value | clients | Reprise unary ops/s | Reprise unary p50 / p99 ms | etcd ops/s (put cell above) | Reprise unary/etcd |\n|---|---:|---:|---:|---:|---:|---:|"
+            "\nFor reference, Reprise put in two other setups, each measured in the same run after the matrix above and set beside the matrix's etcd figure for the same cell (not alternated with etcd, and not what the targets are judged on):\n\n- *unary calls*: Reprise's client making one unary RPC per request as etcd's does (`reprise bench --unary`), on the matrix's cluster;\n- *archive off*: a fresh cluster, preloaded like the matrix's, with the continuous log archive turned off (`[archive] interval_ms = 0`: no point-in-time restore). The matrix's cluster runs the archive, as every cluster does by default: every 500 ms it erasure-codes the newly committed entries and stores their shards across the sites. etcd does no such work.\n\n| setup | workload | value | clients | Reprise ops/s | Reprise p50 / p99 ms | etcd ops/s (put cell above) | Reprise/etcd |\n|---|---|---:|---:|---:|---:|---:|---:|"
         );
-        for u in &c.unary {
+        for u in &c.references {
             let _ = writeln!(
                 md,
-                "| put | {} B | {} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2}x |",
+                "| {} | put | {} B | {} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2}x |",
+                u.variant,
                 u.value_size,
                 u.clients,
-                u.reprise_unary.ops_per_s,
-                u.reprise_unary.p50_ms,
-                u.reprise_unary.p99_ms,
+                u.reprise.ops_per_s,
+                u.reprise.p50_ms,
+                u.reprise.p99_ms,
                 u.etcd_ops_per_s,
                 u.ratio
             );

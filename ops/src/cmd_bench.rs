@@ -198,6 +198,15 @@ pub(crate) fn rss_mib(pid: u32) -> f64 {
 }
 
 pub(crate) async fn cluster(target: Target, global: &Global) -> CliResult<Cluster> {
+    cluster_with(target, global, "").await
+}
+
+/// [`cluster`], with `node_config` (TOML) appended to every scratch Reprise node's config.
+pub(crate) async fn cluster_with(
+    target: Target,
+    global: &Global,
+    node_config: &str,
+) -> CliResult<Cluster> {
     if !global.endpoints.is_empty() {
         return Ok(Cluster {
             target,
@@ -205,7 +214,15 @@ pub(crate) async fn cluster(target: Target, global: &Global) -> CliResult<Cluste
             scratch: Scratch::None,
         });
     }
-    let dir = std::env::temp_dir().join(format!("reprise-bench-{target:?}-{}", std::process::id()));
+    let variant = if node_config.is_empty() {
+        ""
+    } else {
+        "-configured"
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "reprise-bench-{target:?}{variant}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     match target {
         Target::Reprise => {
@@ -213,7 +230,11 @@ pub(crate) async fn cluster(target: Target, global: &Global) -> CliResult<Cluste
                 "no --endpoints: starting a scratch local cluster (3 sites x 1 node) in {}",
                 dir.display()
             );
-            let c = local::up(&this_exe()?, &dir, &LocalSpec::new(3, 1))
+            let spec = LocalSpec {
+                extra_config: node_config.to_string(),
+                ..LocalSpec::new(3, 1)
+            };
+            let c = local::up(&this_exe()?, &dir, &spec)
                 .await
                 .map_err(anyhow::Error::from)?;
             let endpoints = c.file.nodes.iter().map(|n| n.addr.clone()).collect();
