@@ -157,34 +157,100 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Incremental state checksum; the same definition is used for snapshots.
-#[derive(Default)]
+/// Bytes staged before they are handed to blake3. blake3 hashes many 1 KiB chunks at
+/// once with SIMD only when one `update` brings several of them; a key's small fields
+/// and a value that does not start on a chunk boundary would otherwise go through its
+/// one-block-at-a-time path (measured: a follower spent 9% of its CPU in blake3 while
+/// snapshotting 10,000 values of 4 KiB every few seconds).
+const HASH_STAGING_BYTES: usize = 64 * 1024;
+
+/// Incremental state checksum; the same definition is used for snapshots. The digest
+/// is blake3 of the concatenated fields, so staging them changes nothing in it.
 pub struct StateHasher {
     hasher: blake3::Hasher,
+    staged: Vec<u8>,
     keys: u64,
+}
+
+impl Default for StateHasher {
+    fn default() -> Self {
+        StateHasher {
+            hasher: blake3::Hasher::new(),
+            staged: Vec::with_capacity(HASH_STAGING_BYTES),
+            keys: 0,
+        }
+    }
 }
 
 impl StateHasher {
     /// Adds one key; keys must come in ascending order.
     pub fn push(&mut self, key: &[u8], value: &StoredValue) {
-        self.hasher.update(&(key.len() as u32).to_le_bytes());
-        self.hasher.update(key);
-        self.hasher.update(&value.version.to_le_bytes());
-        self.hasher
-            .update(&(value.value.len() as u32).to_le_bytes());
-        self.hasher.update(&value.value);
+        self.stage(&(key.len() as u32).to_le_bytes());
+        self.stage(key);
+        self.stage(&value.version.to_le_bytes());
+        self.stage(&(value.value.len() as u32).to_le_bytes());
+        self.stage(&value.value);
         self.keys += 1;
+    }
+
+    fn stage(&mut self, bytes: &[u8]) {
+        if self.staged.len() + bytes.len() > HASH_STAGING_BYTES {
+            self.hasher.update(&self.staged);
+            self.staged.clear();
+        }
+        if bytes.len() >= HASH_STAGING_BYTES {
+            // Large enough to be hashed wide on its own.
+            self.hasher.update(bytes);
+        } else {
+            self.staged.extend_from_slice(bytes);
+        }
     }
 
     /// Number of keys and digest.
     pub fn finish(&self) -> (u64, [u8; 32]) {
-        (self.keys, *self.hasher.finalize().as_bytes())
+        let mut hasher = self.hasher.clone();
+        hasher.update(&self.staged);
+        (self.keys, *hasher.finalize().as_bytes())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{prefix_end, StateHasher, StoredValue};
+
+    /// The digest is blake3 of every key's fields concatenated in order, however the
+    /// hasher stages them: values below, at and above the staging size, including ones
+    /// that straddle a flush.
+    #[test]
+    fn state_digest_is_blake3_of_the_fields_in_order() {
+        let mut hasher = StateHasher::default();
+        let mut plain = blake3::Hasher::new();
+        let sizes = [
+            0usize, 1, 4096, 70_000, 65_536, 65_535, 13, 200_000, 4096, 5,
+        ];
+        for (i, size) in sizes.iter().enumerate() {
+            let key = format!("key-{i:03}").into_bytes();
+            let value = StoredValue {
+                value: (0..*size).map(|b| (b * 7 + i) as u8).collect(),
+                version: i as u64 + 1,
+                create_index: 1,
+                mod_index: 2,
+                mod_hlc: 3,
+            };
+            hasher.push(&key, &value);
+            plain.update(&(key.len() as u32).to_le_bytes());
+            plain.update(&key);
+            plain.update(&value.version.to_le_bytes());
+            plain.update(&(value.value.len() as u32).to_le_bytes());
+            plain.update(&value.value);
+            // finish() may be called midway and must not disturb what follows.
+            assert_eq!(
+                hasher.finish(),
+                (i as u64 + 1, *plain.finalize().as_bytes())
+            );
+        }
+        assert_eq!(hasher.finish().0, sizes.len() as u64);
+    }
 
     #[test]
     fn prefix_end_is_the_first_key_past_the_prefix() {
