@@ -6,6 +6,7 @@ pub mod atomic_file;
 pub mod backup;
 pub mod cluster_config;
 pub mod command;
+pub mod direct_file;
 pub mod encoding;
 pub mod error;
 pub mod limits;

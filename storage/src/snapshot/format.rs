@@ -12,12 +12,13 @@
 //! `value` is a [`StoredValue`] encoding; `digest` is the [`StateHasher`] digest.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_config::ClusterConfig;
+use crate::direct_file::DirectFileWriter;
 use crate::error::SnapshotError;
 use crate::limits::{KEY_BYTES_MAX, SNAPSHOT_HEADER_BYTES_MAX, VALUE_RECORD_BYTES_MAX};
 use crate::state_machine::value::StoredValue;
@@ -84,17 +85,19 @@ fn decode_header(path: &Path, format: u16, body: &[u8]) -> Result<SnapshotHeader
 /// Writes one snapshot file record by record.
 pub struct SnapshotWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// Around the page cache where the filesystem allows: a snapshot is written once
+    /// and read back only by a restart, a backup or a lagging follower.
+    out: DirectFileWriter,
     hasher: StateHasher,
 }
 
 impl SnapshotWriter {
     /// Creates `path` (truncating it) and writes the header.
     pub fn create(path: &Path, header: &SnapshotHeader) -> Result<Self, SnapshotError> {
-        let file = File::create(path).map_err(|e| SnapshotError::io(path, e))?;
+        let out = DirectFileWriter::create(path).map_err(|e| SnapshotError::io(path, e))?;
         let mut w = SnapshotWriter {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(1 << 20, file),
+            out,
             hasher: StateHasher::default(),
         };
         let encoded = encode_header(path, header)?;
@@ -134,8 +137,8 @@ impl SnapshotWriter {
         self.write(&crc.to_le_bytes())?;
         let file = self
             .out
-            .into_inner()
-            .map_err(|e| SnapshotError::io(&self.path, e.into_error()))?;
+            .finish()
+            .map_err(|e| SnapshotError::io(&self.path, e))?;
         file.sync_all()
             .map_err(|e| SnapshotError::io(&self.path, e))?;
         Ok((keys, digest))
