@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
-use std::ops::RangeBounds;
+use std::ops::{Range, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -139,6 +139,11 @@ pub struct LogStore {
     syncs: Arc<AtomicU64>,
     hlc_watermark: Arc<AtomicU64>,
     purge_limit: Arc<AtomicU64>,
+    /// The entries of one append, encoded back to back. Kept between appends: a batch
+    /// entry of 4 KiB values is hundreds of KiB, and a fresh buffer of that size each
+    /// time lands on pages the kernel must zero first (a follower spent about 5% of its
+    /// CPU allocating and zeroing them at 64 clients x 4 KiB).
+    encoded: Vec<u8>,
 }
 
 impl LogStore {
@@ -176,6 +181,7 @@ impl LogStore {
             syncs,
             hlc_watermark: Arc::new(AtomicU64::new(highest)),
             purge_limit: Arc::new(AtomicU64::new(u64::MAX)),
+            encoded: Vec::new(),
         })
     }
 
@@ -207,20 +213,25 @@ impl LogStore {
     /// Appends already-stamped entries; they are durable (one fdatasync) when this
     /// returns. openraft's `append` is this plus its flush callback.
     pub fn append_entries(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
-        let records = self.encode(entries).map_err(io::Error::other)?;
-        self.writer.append(&records)
+        let located = self.encode(entries).map_err(io::Error::other)?;
+        self.writer
+            .append(&encoded_records(&self.encoded, &located))
     }
 
-    /// Encodes `entries` for the segment files and adds them to the in-memory log.
+    /// Encodes `entries` for the segment files into `self.encoded` and adds them to the
+    /// in-memory log. Returns each entry's index and where its encoding lies.
     fn encode(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
-    ) -> Result<Vec<(u64, Vec<u8>)>, postcard::Error> {
+    ) -> Result<Vec<(u64, Range<usize>)>, postcard::Error> {
         let mut records = Vec::new();
+        self.encoded.clear();
         let mut inner = self.reader.lock();
         for entry in entries {
             let index = entry.log_id.index;
-            records.push((index, crate::encoding::to_exact_vec(&entry)?));
+            let start = self.encoded.len();
+            crate::encoding::append_exact(&entry, &mut self.encoded)?;
+            records.push((index, start..self.encoded.len()));
             if let Some(hlc) = entry_hlc(&entry) {
                 self.hlc_watermark.fetch_max(hlc, Ordering::Relaxed);
             }
@@ -228,6 +239,14 @@ impl LogStore {
         }
         Ok(records)
     }
+}
+
+/// The records `LogStore::encode` located, as slices of the buffer it encoded them into.
+fn encoded_records<'a>(encoded: &'a [u8], located: &[(u64, Range<usize>)]) -> Vec<(u64, &'a [u8])> {
+    located
+        .iter()
+        .map(|(index, range)| (*index, &encoded[range.clone()]))
+        .collect()
 }
 
 fn decode_file<T: serde::de::DeserializeOwned>(
@@ -319,8 +338,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // entries it then loses. The write and the fdatasync run right here, on the
         // calling task's thread: `RaftCore` waits for this flush before anything else it
         // does, and a hand-off to another thread would cost two wake-ups per fsync.
-        let records = self.encode(entries).map_err(encode_err)?;
-        let r = self.writer.append(&records);
+        let located = self.encode(entries).map_err(encode_err)?;
+        let r = self
+            .writer
+            .append(&encoded_records(&self.encoded, &located));
         let copy = r
             .as_ref()
             .map(|_| ())

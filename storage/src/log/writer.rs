@@ -48,7 +48,7 @@ impl LogWriter {
 
     /// Appends `records` (index, encoded entry) and makes them durable with one
     /// fdatasync before returning.
-    pub fn append(&mut self, records: &[(u64, Vec<u8>)]) -> io::Result<()> {
+    pub fn append(&mut self, records: &[(u64, &[u8])]) -> io::Result<()> {
         self.check()?;
         let mut r = Ok(());
         for (index, bytes) in records {
