@@ -11,7 +11,7 @@ pub fn txn(t: model::Txn) -> Operation {
     let op = |o: model::TxnOp| match o {
         model::TxnOp::Put(p) => TxnOp::Put {
             key: p.key,
-            value: p.value,
+            value: p.value.into(),
         },
         model::TxnOp::Delete(d) => TxnOp::Delete { key: d.key },
     };
@@ -45,7 +45,7 @@ fn compare(c: model::Compare) -> Compare {
 pub fn key_value(kv: KeyValue) -> pb::KeyValue {
     pb::KeyValue {
         key: kv.key,
-        value: kv.value.value,
+        value: kv.value.value.to_vec(),
         version: kv.value.version,
         create_index: kv.value.create_index,
         mod_index: kv.value.mod_index,

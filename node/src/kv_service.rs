@@ -64,7 +64,7 @@ impl KvService {
             .state
             .write(Operation::Put {
                 key: put.key,
-                value: put.value,
+                value: put.value.into(),
             })
             .await?;
         let version = match w.response.outcome {

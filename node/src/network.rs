@@ -273,7 +273,7 @@ mod tests {
                 hlc: index,
                 op: Operation::Put {
                     key: b"k".to_vec(),
-                    value: vec![0; value_bytes],
+                    value: vec![0; value_bytes].into(),
                 },
             }),
         }

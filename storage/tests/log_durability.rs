@@ -21,7 +21,7 @@ fn entry(index: u64) -> Entry {
             hlc: index,
             op: Operation::Put {
                 key: format!("k{index}").into_bytes(),
-                value: vec![index as u8; 100],
+                value: vec![index as u8; 100].into(),
             },
         }),
     }

@@ -26,7 +26,7 @@ fn entry(index: u64, op: Operation) -> Entry {
 fn put(k: &str, v: &str) -> Operation {
     Operation::Put {
         key: k.as_bytes().to_vec(),
-        value: v.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec().into(),
     }
 }
 
@@ -39,7 +39,7 @@ fn cas_version(k: &str, version: u64, v: &str) -> Operation {
         }],
         success: vec![TxnOp::Put {
             key: k.as_bytes().to_vec(),
-            value: v.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec().into(),
         }],
         failure: vec![],
     })
@@ -116,7 +116,7 @@ async fn versions_deletes_and_compare_and_swap() {
     let view = sm.view();
     let a = view.get(b"a").unwrap().unwrap();
     assert_eq!(
-        (a.value.as_slice(), a.version, a.create_index, a.mod_hlc),
+        (&a.value[..], a.version, a.create_index, a.mod_hlc),
         (&b"again"[..], 1, 7, 1007)
     );
     assert_eq!(view.applied().unwrap().map(|l| l.index), Some(7));
@@ -184,10 +184,7 @@ async fn reopening_starts_from_the_newest_snapshot_and_keeps_the_archive_mark() 
     .await
     .unwrap();
     let a = sm.view().get(b"a").unwrap().expect("a is present");
-    assert_eq!(
-        (a.value.as_slice(), a.version),
-        (&b"after the snapshot"[..], 2)
-    );
+    assert_eq!((&a.value[..], a.version), (&b"after the snapshot"[..], 2));
     assert_eq!(sm.archived_through().load(Ordering::Acquire), 3);
 
     // Without any snapshot, a reopened state machine is empty.
@@ -310,7 +307,7 @@ async fn a_batch_entry_applies_every_command_in_order() {
     );
     let view = sm.view();
     assert_eq!(
-        view.get(b"a").unwrap().map(|v| v.value),
+        view.get(b"a").unwrap().map(|v| v.value.to_vec()),
         Some(b"2".to_vec())
     );
     assert_eq!(view.get(b"b").unwrap(), None);

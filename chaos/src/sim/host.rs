@@ -181,7 +181,7 @@ impl Serving {
                     hlc: self.hlc.stamp(0),
                     op: Operation::Put {
                         key: key.into_bytes(),
-                        value,
+                        value: value.into(),
                     },
                 };
                 // Once handed to openraft the write may commit even if this call fails
@@ -194,7 +194,7 @@ impl Serving {
             Request::Get { key } => {
                 self.linearizable(|view| {
                     let v = view.get(key.as_bytes())?;
-                    Ok(Response::Value(v.map(|v| v.value)))
+                    Ok(Response::Value(v.map(|v| v.value.to_vec())))
                 })
                 .await
             }

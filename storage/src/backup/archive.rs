@@ -185,6 +185,7 @@ pub fn entry_hlc(entry: &Entry) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::command::Operation;
+    use bytes::Bytes;
     use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
     fn entry(index: u64, op: Operation) -> Entry {
@@ -202,7 +203,7 @@ mod tests {
             index,
             Operation::Put {
                 key: format!("k{index}").into_bytes(),
-                value: b"v".to_vec(),
+                value: Bytes::from_static(b"v"),
             },
         )
     }

@@ -314,6 +314,7 @@ pub async fn replay(
 mod tests {
     use super::*;
     use crate::backup::manifest::{KIND_LOG, KIND_SNAPSHOT};
+    use bytes::Bytes;
 
     fn manifest(kind: &str, first: u64, last: u64, hlc: u64) -> Manifest {
         Manifest::example(kind, &format!("{kind}-{first}-{last}"), first, last, hlc)
@@ -395,7 +396,7 @@ mod tests {
             hlc,
             op: Operation::Put {
                 key: k.as_bytes().to_vec(),
-                value: b"v".to_vec(),
+                value: Bytes::from_static(b"v"),
             },
         };
         let entry = |index: u64, cmd: Command| Entry {

@@ -113,15 +113,19 @@ impl SnapshotWriter {
 
     /// Appends one key; keys must come in ascending order.
     pub fn push(&mut self, key: &[u8], value: &StoredValue) -> Result<(), SnapshotError> {
-        let encoded = value.encode();
+        // The record is the value's header then its bytes (`StoredValue::encode`),
+        // written in two pieces so the value is not first copied into a record of its own.
+        let header = value.header();
         let mut crc = crc32c::crc32c(key);
-        crc = crc32c::crc32c_append(crc, &encoded);
+        crc = crc32c::crc32c_append(crc, &header);
+        crc = crc32c::crc32c_append(crc, &value.value);
         self.write(&[TAG_RECORD])?;
         self.write(&(key.len() as u32).to_le_bytes())?;
-        self.write(&(encoded.len() as u32).to_le_bytes())?;
+        self.write(&(value.encoded_len() as u32).to_le_bytes())?;
         self.write(&crc.to_le_bytes())?;
         self.write(key)?;
-        self.write(&encoded)?;
+        self.write(&header)?;
+        self.write(&value.value)?;
         self.hasher.push(key, value);
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, RwLockWriteGuard};
 
+use bytes::Bytes;
 use openraft::EntryPayload;
 
 use super::state::State;
@@ -121,13 +122,13 @@ impl<'a> ApplyBatch<'a> {
     fn put(
         &mut self,
         key: &[u8],
-        value: &[u8],
+        value: &Bytes,
         index: u64,
         hlc: u64,
     ) -> Result<u64, StateMachineError> {
         let prev = self.current(key);
         let stored = StoredValue {
-            value: value.to_vec(),
+            value: value.clone(),
             version: prev.map(|p| p.version + 1).unwrap_or(1),
             create_index: prev.map(|p| p.create_index).unwrap_or(index),
             mod_index: index,
@@ -152,7 +153,7 @@ impl<'a> ApplyBatch<'a> {
         let ordering = match &c.target {
             CompareTarget::Version(v) => current.map(|s| s.version).unwrap_or(0).cmp(v),
             CompareTarget::Value(target) => {
-                let cur = current.map(|s| s.value.as_slice());
+                let cur = current.map(|s| &s.value[..]);
                 match (cur, target) {
                     (Some(a), Some(b)) => a.cmp(b.as_slice()),
                     (None, None) => std::cmp::Ordering::Equal,

@@ -3,6 +3,7 @@
 //! Format (version 1): `format u8 = 1 | version u64 | create_index u64 | mod_index u64 |
 //! mod_hlc u64 | value bytes` (integers little-endian). Decoding never panics on bad bytes.
 
+use bytes::Bytes;
 use thiserror::Error;
 
 const FORMAT_V1: u8 = 1;
@@ -11,7 +12,8 @@ const HEADER_LEN: usize = 1 + 8 * 4;
 /// The state of one live key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredValue {
-    pub value: Vec<u8>,
+    /// Shared with the command that wrote it (see `command`), not a copy.
+    pub value: Bytes,
     /// 1 after creation, +1 on every put; a deleted key starts again at 1.
     pub version: u64,
     /// Log index that created the key.
@@ -30,18 +32,35 @@ pub struct ValueDecodeError(pub &'static str);
 impl StoredValue {
     /// Serializes in the current format.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.value.len());
-        out.push(FORMAT_V1);
-        for n in [
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(&self.header());
+        out.extend_from_slice(&self.value);
+        out
+    }
+
+    /// The record's header: what [`StoredValue::encode`] writes before the value bytes.
+    /// Writers that stream records (snapshots) write it and then the value, without
+    /// copying the value into a record of its own first.
+    pub fn header(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0] = FORMAT_V1;
+        for (i, n) in [
             self.version,
             self.create_index,
             self.mod_index,
             self.mod_hlc,
-        ] {
-            out.extend_from_slice(&n.to_le_bytes());
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[1 + i * 8..9 + i * 8].copy_from_slice(&n.to_le_bytes());
         }
-        out.extend_from_slice(&self.value);
         out
+    }
+
+    /// Length of the encoded record.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.value.len()
     }
 
     /// Parses a record written by [`StoredValue::encode`].
@@ -63,7 +82,7 @@ impl StoredValue {
             create_index: word(1),
             mod_index: word(2),
             mod_hlc: word(3),
-            value: rest[HEADER_LEN - 1..].to_vec(),
+            value: Bytes::copy_from_slice(&rest[HEADER_LEN - 1..]),
         })
     }
 }
@@ -75,7 +94,7 @@ mod tests {
     #[test]
     fn round_trip_and_rejects_garbage() {
         let v = StoredValue {
-            value: b"hello".to_vec(),
+            value: Bytes::from_static(b"hello"),
             version: 3,
             create_index: 10,
             mod_index: 12,
@@ -85,5 +104,24 @@ mod tests {
         assert!(StoredValue::decode(&[]).is_err());
         assert!(StoredValue::decode(&[2, 0, 0]).is_err());
         assert!(StoredValue::decode(&v.encode()[..10]).is_err());
+    }
+
+    #[test]
+    fn encoding_is_the_documented_layout() {
+        let v = StoredValue {
+            value: Bytes::from_static(b"xy"),
+            version: 1,
+            create_index: 2,
+            mod_index: 3,
+            mod_hlc: 0x0102,
+        };
+        let mut expected = vec![FORMAT_V1];
+        for n in [1u64, 2, 3, 0x0102] {
+            expected.extend_from_slice(&n.to_le_bytes());
+        }
+        expected.extend_from_slice(b"xy");
+        assert_eq!(v.encode(), expected);
+        assert_eq!(v.header()[..], expected[..HEADER_LEN]);
+        assert_eq!(v.encoded_len(), expected.len());
     }
 }
