@@ -126,22 +126,28 @@ impl<'a> ApplyBatch<'a> {
         index: u64,
         hlc: u64,
     ) -> Result<u64, StateMachineError> {
-        let prev = self.current(key);
+        // One lookup for a key that exists (the common case under load), two for a new one.
+        if let Some(slot) = self.state.data.get_mut(key) {
+            let stored = StoredValue {
+                value: value.clone(),
+                version: slot.version + 1,
+                create_index: slot.create_index,
+                mod_index: index,
+                mod_hlc: hlc,
+            };
+            let version = stored.version;
+            *slot = Arc::new(stored);
+            return Ok(version);
+        }
         let stored = StoredValue {
             value: value.clone(),
-            version: prev.map(|p| p.version + 1).unwrap_or(1),
-            create_index: prev.map(|p| p.create_index).unwrap_or(index),
+            version: 1,
+            create_index: index,
             mod_index: index,
             mod_hlc: hlc,
         };
-        let version = stored.version;
-        match self.state.data.get_mut(key) {
-            Some(slot) => *slot = Arc::new(stored),
-            None => {
-                self.state.data.insert(Arc::from(key), Arc::new(stored));
-            }
-        }
-        Ok(version)
+        self.state.data.insert(Arc::from(key), Arc::new(stored));
+        Ok(1)
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<bool, StateMachineError> {
