@@ -9,17 +9,23 @@
 
 use std::time::Duration;
 
+use openraft::raft::AppendEntriesRequest;
 use reprise_api::limits::GRPC_MESSAGE_BYTES_MAX;
-use reprise_api::pb::raft::raft_client::RaftClient;
-use reprise_api::pb::raft::{AppendFrame, AppendReply};
+use reprise_api::pb::raft::AppendReply;
+use reprise_storage::TypeConfig;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use crate::append_frame::OutgoingAppend;
+
+/// The `AppendStream` method of `raft.proto`'s `Raft` service.
+const APPEND_STREAM_PATH: &str = "/reprise.raft.v1.Raft/AppendStream";
+
 /// One open stream to a peer.
 pub struct AppendStream {
-    requests: mpsc::UnboundedSender<AppendFrame>,
+    requests: mpsc::UnboundedSender<OutgoingAppend>,
     replies: Streaming<AppendReply>,
     next_seq: u64,
 }
@@ -28,13 +34,23 @@ impl AppendStream {
     /// Opens a stream on `channel`, waiting at most `timeout` for the peer to accept it.
     pub async fn open(channel: Channel, timeout: Duration) -> Result<AppendStream, Status> {
         let (requests, outgoing) = mpsc::unbounded_channel();
-        let mut client = RaftClient::new(channel)
+        // The generated client would take `AppendFrame`s, each request already serialized
+        // into a vector of its own; this one sends `OutgoingAppend`s, serialized straight
+        // into the send buffer (`append_frame`). The bytes on the wire are the same.
+        let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-        let opened = tokio::time::timeout(
-            timeout,
-            client.append_stream(UnboundedReceiverStream::new(outgoing)),
-        )
+        let opened = tokio::time::timeout(timeout, async {
+            grpc.ready()
+                .await
+                .map_err(|e| Status::unavailable(format!("append stream: {e}")))?;
+            grpc.streaming(
+                tonic::Request::new(UnboundedReceiverStream::new(outgoing)),
+                tonic::codegen::http::uri::PathAndQuery::from_static(APPEND_STREAM_PATH),
+                tonic_prost::ProstCodec::<OutgoingAppend, AppendReply>::default(),
+            )
+            .await
+        })
         .await
         .map_err(|_| {
             Status::deadline_exceeded(format!(
@@ -54,13 +70,19 @@ impl AppendStream {
         !self.requests.is_closed()
     }
 
-    /// Sends one encoded AppendEntries request and waits up to `timeout` for its reply.
+    /// Sends one AppendEntries request and waits up to `timeout` for its reply.
     /// After an error the stream must be dropped.
-    pub async fn call(&mut self, data: Vec<u8>, timeout: Duration) -> Result<AppendReply, Status> {
+    pub async fn call(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<AppendReply, Status> {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let frame = OutgoingAppend::new(seq, rpc)
+            .map_err(|e| Status::internal(format!("encode append request: {e}")))?;
         self.requests
-            .send(AppendFrame { seq, data })
+            .send(frame)
             .map_err(|_| Status::unavailable("the append stream is closed"))?;
         let reply = tokio::time::timeout(timeout, self.replies.message())
             .await
@@ -85,7 +107,7 @@ impl AppendStream {
 mod tests {
     use super::*;
     use reprise_api::pb::raft::raft_server::{Raft, RaftServer};
-    use reprise_api::pb::raft::RaftPayload;
+    use reprise_api::pb::raft::{AppendFrame, RaftPayload};
     use tokio_stream::wrappers::ReceiverStream;
     use tonic::{Request, Response};
 
@@ -154,14 +176,25 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(5);
 
+    /// A small request told apart by its term.
+    fn rpc(term: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(term, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: Vec::new(),
+        }
+    }
+
     #[tokio::test]
     async fn replies_pair_with_their_requests_in_order() {
         let mut stream = AppendStream::open(serve(u64::MAX).await, WAIT)
             .await
             .expect("open");
-        for n in 0..5u8 {
-            let reply = stream.call(vec![n; 3], WAIT).await.expect("reply");
-            assert_eq!(reply.data, vec![n; 3]);
+        for term in 1..6 {
+            let reply = stream.call(rpc(term), WAIT).await.expect("reply");
+            // The scripted peer echoes what arrived: the request's postcard encoding.
+            assert_eq!(reply.data, postcard::to_allocvec(&rpc(term)).unwrap());
         }
     }
 
@@ -170,9 +203,9 @@ mod tests {
         let mut stream = AppendStream::open(serve(1).await, WAIT)
             .await
             .expect("open");
-        stream.call(b"first".to_vec(), WAIT).await.expect("in step");
+        stream.call(rpc(1), WAIT).await.expect("in step");
         let err = stream
-            .call(b"second".to_vec(), WAIT)
+            .call(rpc(2), WAIT)
             .await
             .expect_err("the reply names another request");
         assert_eq!(err.code(), tonic::Code::Internal, "{err}");

@@ -3,6 +3,7 @@
 //! and the hybrid logical clock that stamps every write.
 
 pub mod admin_service;
+pub mod append_frame;
 pub mod append_stream;
 pub mod archiver;
 pub mod backup_create;

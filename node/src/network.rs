@@ -146,12 +146,10 @@ impl PeerClient {
     /// One AppendEntries over the peer's stream, opening it first when there is none.
     async fn send_append(
         &mut self,
-        rpc: &AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig>,
         timeout: Duration,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let channel = self.link()?;
-        let data = reprise_storage::encoding::to_exact_vec(rpc)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let deadline = tokio::time::Instant::now() + timeout;
         // Taken out while the call is out: an error, or this future being dropped before
         // the reply came, drops the stream with it.
@@ -163,7 +161,7 @@ impl PeerClient {
         };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let reply = stream
-            .call(data, left)
+            .call(rpc, left)
             .await
             .map_err(|s| self.transport_error(s))?;
         self.append = Some(stream);
@@ -228,7 +226,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let mut rpc = rpc;
         let sent_prefix = keep_byte_budget(&mut rpc.entries, APPEND_ENTRIES_BYTES_MAX);
-        let resp = self.send_append(&rpc, option.hard_ttl()).await?;
+        let resp = self.send_append(rpc, option.hard_ttl()).await?;
         // Only a prefix went out: the follower's success covers that prefix alone.
         Ok(match (resp, sent_prefix) {
             (AppendEntriesResponse::Success, Some(last)) => {
