@@ -71,14 +71,19 @@ impl prost::Message for OutgoingAppend {
             buf,
             left: self.data_len,
         };
-        if let Err(e) = postcard::to_io(&self.rpc, &mut out) {
-            // Serialization is deterministic and was measured in `new`, so this does not
-            // happen; if it did, the frame keeps its announced length (the stream stays
-            // in step) and the follower refuses the undecodable request.
-            tracing::error!(error = %e, "append request did not encode as measured");
+        let written = postcard::to_io(&self.rpc, &mut out).map(|out| out.left);
+        // Serialization is deterministic and was measured in `new`, so the request fills
+        // exactly the announced length. Were it ever otherwise, padding the frame would
+        // hand the follower a truncated request that postcard might still decode (it
+        // ignores trailing bytes), so the frame is abandoned instead: the panic ends the
+        // task polling the request body before the frame reaches HTTP/2, the stream is
+        // reset, the call fails and the next call opens a new stream (prost's own encoder
+        // panics the same way on a short buffer).
+        match written {
+            Ok(0) => {}
+            Ok(left) => panic!("append request encoded {left} bytes short of its measured length"),
+            Err(e) => panic!("append request did not encode as measured: {e}"),
         }
-        let left = out.left;
-        out.buf.put_bytes(0, left);
     }
 
     fn merge_field(
