@@ -48,7 +48,10 @@ mod tests {
         // SAFETY: reads and sets mimalloc options; any value is valid for this one.
         let default = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(default, 1000, "mimalloc 3's purge delay defaults to 1000 ms");
+            assert_eq!(
+                default, 1000,
+                "mimalloc 3's purge delay defaults to 1000 ms"
+            );
         }
         keep_freed_memory_longer();
         let set = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
