@@ -155,7 +155,7 @@ mod tests {
             let rpc = request(entries, value_bytes);
             let expected = AppendFrame {
                 seq,
-                data: postcard::to_allocvec(&rpc).unwrap(),
+                data: postcard::to_allocvec(&rpc).unwrap().into(),
             }
             .encode_to_vec();
             let frame = OutgoingAppend::new(seq, rpc).unwrap();

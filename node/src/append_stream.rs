@@ -147,7 +147,7 @@ mod tests {
                     let seq = if f.seq >= skew_from { f.seq + 1 } else { f.seq };
                     let reply = AppendReply {
                         seq,
-                        data: f.data,
+                        data: f.data.to_vec(),
                         refused: String::new(),
                     };
                     if tx.send(Ok(reply)).await.is_err() {

@@ -347,7 +347,7 @@ impl Client {
             key: key.to_vec(),
             value: value.to_vec(),
         };
-        model::Put::try_from(req.clone())?;
+        model::Put::check(&req)?;
         if self.opts.multiplex {
             return self
                 .multiplexed(Retry::OnlyIfNotApplied, call::Op::Put(req), |r| match r {

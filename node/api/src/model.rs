@@ -77,11 +77,19 @@ pub struct Put {
     pub value: Vec<u8>,
 }
 
+impl Put {
+    /// What `try_from` checks, without taking the request (a client checks before
+    /// sending, and a value can be megabytes).
+    pub fn check(r: &pb::PutRequest) -> Result<(), ValidationError> {
+        check_key("key", &r.key)?;
+        check_value("value", &r.value)
+    }
+}
+
 impl TryFrom<pb::PutRequest> for Put {
     type Error = ValidationError;
     fn try_from(r: pb::PutRequest) -> Result<Self, ValidationError> {
-        check_key("key", &r.key)?;
-        check_value("value", &r.value)?;
+        Put::check(&r)?;
         Ok(Put {
             key: r.key,
             value: r.value,
