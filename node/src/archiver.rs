@@ -9,13 +9,14 @@
 //! snapshot became leader, or a freshly restored cluster), the archive cannot continue
 //! from its mark: a snapshot backup is taken instead and the archive continues after it.
 
+use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use reprise_api::pb::backup::CreateBackupRequest;
-use reprise_storage::backup::archive::{Segment, SegmentError};
+use reprise_storage::backup::archive::Segment;
 use reprise_storage::backup::manifest::{BackupObject, Manifest, KIND_LOG, MANIFEST_FORMAT};
 use reprise_storage::command::Operation;
 use tokio::task::JoinHandle;
@@ -127,28 +128,34 @@ async fn archive_pending(state: &Arc<NodeState>, settings: &ArchiveSettings) -> 
 
 async fn store_segment(state: &Arc<NodeState>, segment: Segment) -> Result<(), Status> {
     let placement = placement(state, &CreateBackupRequest::default())?;
-    // Encoding and hashing a segment (up to 64 MiB) is CPU work: off the runtime's
-    // workers, so client requests and Raft messages are not held up behind it.
-    let (segment, bytes, digest) = tokio::task::spawn_blocking(move || {
-        let bytes = segment.encode()?;
-        let digest = blake3::hash(&bytes).to_hex().to_string();
-        Ok::<_, SegmentError>((segment, bytes, digest))
-    })
-    .await
-    .map_err(|e| Status::internal(format!("encode archive segment: {e}")))?
-    .map_err(|e| Status::internal(e.to_string()))?;
     let id = segment.id();
-    let (last, entries) = (segment.entries.last(), segment.entries.len() as u64);
-    let term = last.map(|e| e.log_id.leader_id.term).unwrap_or(0);
+    let (first, last, hlc) = (
+        segment.first_index(),
+        segment.last_index(),
+        segment.max_hlc(),
+    );
+    let entries = segment.entries.len() as u64;
+    let term = segment
+        .entries
+        .last()
+        .map(|e| e.log_id.leader_id.term)
+        .unwrap_or(0);
     let params = placement.params;
     let cluster_name = state.raft.config().cluster_name.clone();
+    // The segment is encoded and hashed as the erasure coder reads it (on its blocking
+    // thread), never held whole in one buffer.
+    let hasher = Arc::new(Mutex::new(blake3::Hasher::new()));
+    let source = Hashing {
+        inner: segment.into_reader(),
+        hasher: hasher.clone(),
+    };
     let describe = |shards, size, stripes| Manifest {
         format: MANIFEST_FORMAT,
         backup_id: id.clone(),
         cluster_name,
-        log_index: segment.last_index(),
+        log_index: last,
         term,
-        hlc: segment.max_hlc(),
+        hlc,
         data_shards: params.data_shards,
         parity_shards: params.parity_shards,
         stripe_bytes: params.stripe_bytes,
@@ -157,21 +164,40 @@ async fn store_segment(state: &Arc<NodeState>, segment: Segment) -> Result<(), S
             kind: KIND_LOG.into(),
             bytes: size,
             stripes,
-            state_digest: digest,
+            state_digest: lock_hasher(&hasher).finalize().to_hex().to_string(),
             keys: entries,
         }],
         shards,
-        first_index: segment.first_index(),
+        first_index: first,
     };
     store_object(
         &id,
-        Box::new(std::io::Cursor::new(bytes)),
+        Box::new(source),
         &placement,
         Default::default(),
         describe,
     )
     .await?;
     Ok(())
+}
+
+/// A reader that hashes (blake3) every byte read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Arc<Mutex<blake3::Hasher>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        lock_hasher(&self.hasher).update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The hasher, even if a panic poisoned its lock (a panicked encoder fails the segment).
+fn lock_hasher(hasher: &Mutex<blake3::Hasher>) -> std::sync::MutexGuard<'_, blake3::Hasher> {
+    hasher.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The entries after the mark are no longer in the local log: back up the whole state

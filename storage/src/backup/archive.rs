@@ -6,6 +6,11 @@
 //! ```text
 //! segment: "RPLA" | format u16 | postcard(SegmentBody)
 //! ```
+//!
+//! The archive streams that form out of a [`SegmentReader`], entry by entry, instead of
+//! building it in one buffer first.
+
+use std::io::{ErrorKind, Read};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -133,6 +138,28 @@ impl Segment {
         Ok(out)
     }
 
+    /// The serialized form as a reader: the same bytes as [`Segment::encode`], each entry
+    /// encoded straight into the caller's buffer when it fits there. A segment holds up to
+    /// a second of writes (tens of megabytes under load); encoding it into one buffer of its
+    /// own cost the leader a copy of every value onto memory the kernel had to zero first.
+    pub fn into_reader(self) -> SegmentReader {
+        let id = self.id();
+        let header = (self.first_index(), self.last_index(), self.entries.len());
+        let mut pending = Vec::with_capacity(64);
+        pending.extend_from_slice(MAGIC);
+        pending.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        // postcard writes a struct as its fields in order and a slice as its length then
+        // its elements: the body's prefix is these three varints.
+        let prefix = postcard::to_io(&header, &mut pending).map(|_| ());
+        SegmentReader {
+            id,
+            entries: self.entries.into_iter(),
+            pending,
+            at: 0,
+            failed: prefix.err(),
+        }
+    }
+
     /// Parses a segment rebuilt from backup `id`, checking magic, format, the declared
     /// range and that indices are consecutive.
     pub fn decode(id: &str, bytes: &[u8]) -> Result<Segment, SegmentError> {
@@ -165,6 +192,63 @@ impl Segment {
             )));
         }
         Ok(segment)
+    }
+}
+
+/// A segment's serialized form, read front to back (see [`Segment::into_reader`]).
+pub struct SegmentReader {
+    id: String,
+    entries: std::vec::IntoIter<Entry>,
+    /// Encoded bytes not yet read: the header, or an entry that did not fit the caller's
+    /// buffer.
+    pending: Vec<u8>,
+    at: usize,
+    /// Why encoding stopped, reported by the next read.
+    failed: Option<postcard::Error>,
+}
+
+impl SegmentReader {
+    fn encode_error(&self, e: postcard::Error) -> std::io::Error {
+        let e = SegmentError::Encode {
+            id: self.id.clone(),
+            reason: e.to_string(),
+        };
+        std::io::Error::new(ErrorKind::InvalidData, e)
+    }
+}
+
+impl Read for SegmentReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(e) = self.failed.take() {
+            return Err(self.encode_error(e));
+        }
+        let mut filled = 0;
+        while filled < buf.len() {
+            if self.at < self.pending.len() {
+                let take = (buf.len() - filled).min(self.pending.len() - self.at);
+                buf[filled..filled + take].copy_from_slice(&self.pending[self.at..self.at + take]);
+                self.at += take;
+                filled += take;
+                continue;
+            }
+            let Some(entry) = self.entries.next() else {
+                break;
+            };
+            match postcard::to_slice(&entry, &mut buf[filled..]) {
+                Ok(written) => filled += written.len(),
+                Err(postcard::Error::SerializeBufferFull) => {
+                    // Only the last entry of a read lands here; the rest of it comes with
+                    // the next read.
+                    self.pending.clear();
+                    self.at = 0;
+                    if let Err(e) = crate::encoding::append_exact(&entry, &mut self.pending) {
+                        return Err(self.encode_error(e));
+                    }
+                }
+                Err(e) => return Err(self.encode_error(e)),
+            }
+        }
+        Ok(filled)
     }
 }
 
@@ -230,6 +314,52 @@ mod tests {
         expected.extend_from_slice(&FORMAT_V1.to_le_bytes());
         expected.extend_from_slice(&postcard::to_allocvec(&owned).unwrap());
         assert_eq!(s.encode().unwrap(), expected);
+    }
+
+    fn read_in_pieces(mut reader: SegmentReader, piece: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; piece];
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            assert!(
+                n == piece || reader.read(&mut buf).unwrap() == 0,
+                "a short read before the end"
+            );
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn the_reader_yields_exactly_the_encoded_form_whatever_the_read_size() {
+        let mut entries: Vec<Entry> = (300..=420)
+            .map(|i| {
+                entry(
+                    i,
+                    Operation::Put {
+                        key: format!("key-{i}").into_bytes(),
+                        value: Bytes::from(vec![i as u8; (i as usize * 37) % 5000]),
+                    },
+                )
+            })
+            .collect();
+        entries[3] = Entry {
+            log_id: entries[3].log_id,
+            payload: EntryPayload::Blank,
+        };
+        entries[9] = entry(309, Operation::ArchiveMark { through: 290 });
+        let s = Segment::new(entries).unwrap();
+        let expected = s.encode().unwrap();
+        // Pieces smaller than the header, than one entry, and larger than the whole.
+        for piece in [1, 5, 7, 1000, 4096, 65_536, expected.len() + 10] {
+            let got = read_in_pieces(s.clone().into_reader(), piece);
+            assert_eq!(got.len(), expected.len(), "piece {piece}");
+            assert!(got == expected, "piece {piece}: bytes differ");
+        }
+        let decoded = Segment::decode("x", &read_in_pieces(s.clone().into_reader(), 999)).unwrap();
+        assert_eq!(decoded, s);
     }
 
     #[test]
