@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use reprise_api::pb::backup::CreateBackupRequest;
-use reprise_storage::backup::codec::{encode_stripe, CodecParams};
+use reprise_storage::backup::codec::{encode_stripe_records, CodecParams};
 use reprise_storage::backup::manifest::{
     place_shards, BackupObject, Manifest, ShardPlacement, KIND_SNAPSHOT, MANIFEST_FORMAT,
 };
@@ -24,6 +24,7 @@ use reprise_storage::{Member, NodeId};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::background_thread;
 use crate::backup_targets::{site_stores, Store};
 use crate::node_store::NodeStore;
 use crate::state::{internal, redirect_to, NodeState};
@@ -324,9 +325,11 @@ async fn stream_shards(
         }));
     }
     let id = backup_id.to_string();
-    let encoder =
-        tokio::task::spawn_blocking(move || encode_object(&id, source, params, senders, &encoded));
-    let encoded = encoder.await.map_err(internal)?;
+    let encoded = background_thread::run("backup-encode", move || {
+        encode_object(&id, source, params, senders, &encoded)
+    })
+    .await
+    .map_err(internal)?;
     // An upload that failed closed its channel and stopped the encoder: its own error
     // says why, so it is reported before the encoder's.
     let mut stored = Vec::new();
@@ -356,10 +359,9 @@ fn encode_object(
             }
             return Ok((bytes, stripe));
         }
-        let records = encode_stripe(&params, OBJECT_ID, stripe, &buf[..n]).map_err(internal)?;
-        for (i, record) in records.into_iter().enumerate() {
-            let mut data = Vec::with_capacity(record.encoded_len());
-            record.write_to(&mut data).map_err(internal)?;
+        let records =
+            encode_stripe_records(&params, OBJECT_ID, stripe, &buf[..n]).map_err(internal)?;
+        for (i, data) in records.into_iter().enumerate() {
             senders[i]
                 .blocking_send(Piece::Data(data))
                 .map_err(|_| Status::unavailable(format!("upload of shard {i} stopped")))?;

@@ -6,6 +6,7 @@ pub mod admin_service;
 pub mod append_frame;
 pub mod append_stream;
 pub mod archiver;
+pub mod background_thread;
 pub mod backup_create;
 pub mod backup_fetch;
 pub mod backup_schedule;
