@@ -25,6 +25,7 @@ pub mod partition;
 pub mod planted;
 pub mod proposer;
 pub mod raft_service;
+pub mod read_buffered;
 pub mod read_index;
 pub mod rejoin;
 pub mod restore;

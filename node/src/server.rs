@@ -14,6 +14,7 @@ use reprise_storage::log::SegmentLogOptions;
 use reprise_storage::{LogStore, StateMachineStore};
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tracing::info;
 
 use crate::admin_service::AdminService;
@@ -23,6 +24,7 @@ use crate::hlc::{Hlc, SystemClock};
 use crate::kv_service::KvService;
 use crate::network::PeerNetwork;
 use crate::raft_service::RaftService;
+use crate::read_buffered::ReadBuffered;
 use crate::read_index::ReadBatcher;
 use crate::rejoin::{self, LeaderHeard};
 use crate::state::NodeState;
@@ -218,7 +220,10 @@ async fn serve(
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     // Accepted sockets need TCP_NODELAY set here: the builder's own setting only applies
     // to listeners it binds itself. Without it small replies wait on delayed ACKs (~40 ms).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Each accepted connection reads through a buffer of its own (`read_buffered.rs`).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(ReadBuffered::new));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // HTTP/2 splits a message into DATA frames of at most this size, and h2 sends each
