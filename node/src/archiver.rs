@@ -142,8 +142,8 @@ async fn store_segment(state: &Arc<NodeState>, segment: Segment) -> Result<(), S
         .unwrap_or(0);
     let params = placement.params;
     let cluster_name = state.raft.config().cluster_name.clone();
-    // The segment is encoded and hashed as the erasure coder reads it (on its blocking
-    // thread), never held whole in one buffer.
+    // The segment is encoded and hashed as the erasure coder reads it (on the coder's
+    // background thread), never held whole in one buffer.
     let hasher = Arc::new(Mutex::new(blake3::Hasher::new()));
     let source = Hashing {
         inner: segment.into_reader(),
