@@ -176,32 +176,13 @@ pub fn encode_stripe(
     data: &[u8],
 ) -> Result<Vec<ShardRecord>, CodecError> {
     let stripe_data_len = checked_stripe_len(params, stripe, data)?;
-    let k = usize::from(params.data_shards);
-    let len = shard_len(data.len(), params.data_shards);
-    let mut chunks = data.chunks(len);
-    let mut shards: Vec<Vec<u8>> = Vec::with_capacity(params.total_shards());
-    for index in 0..params.total_shards() {
-        let mut shard = Vec::with_capacity(len);
-        if index < k {
-            shard.extend_from_slice(chunks.next().unwrap_or_default());
-        }
-        shard.resize(len, 0);
-        shards.push(shard);
-    }
-    reed_solomon(params)?
-        .encode(&mut shards)
-        .map_err(|e| CodecError::Encode(format!("stripe {stripe}: encode: {e}")))?;
+    let shards = coded_shards(params, stripe, data, 0, 0, |_, _| Ok(()))?;
     Ok(shards
         .into_iter()
         .zip(0..=u8::MAX)
-        .map(|(payload, shard)| ShardRecord {
-            object_id,
-            stripe,
-            shard,
-            data_shards: params.data_shards,
-            parity_shards: params.parity_shards,
-            stripe_data_len,
-            payload,
+        .map(|(payload, shard)| {
+            let header = Header::of_shard(params, object_id, stripe, shard, stripe_data_len, 0);
+            ShardRecord::from_header(&header, payload)
         })
         .collect())
 }
@@ -217,42 +198,74 @@ pub fn encode_stripe_records(
     data: &[u8],
 ) -> Result<Vec<Vec<u8>>, CodecError> {
     let stripe_data_len = checked_stripe_len(params, stripe, data)?;
-    let k = usize::from(params.data_shards);
     let len = shard_len(data.len(), params.data_shards);
     let payload_len = u32::try_from(len)
         .map_err(|_| CodecError::InvalidParams(format!("stripe {stripe}: shard of {len} bytes")))?;
-    let mut chunks = data.chunks(len);
-    let mut records = Vec::with_capacity(params.total_shards());
-    for (index, shard) in (0..params.total_shards()).zip(0..=u8::MAX) {
-        let header = Header {
-            object_id,
-            stripe,
-            shard,
-            data_shards: params.data_shards,
-            parity_shards: params.parity_shards,
-            stripe_data_len,
-            payload_len,
-        };
-        header.check_layout().map_err(|reason| {
-            CodecError::InvalidParams(format!("cannot write {}: {reason}", header.describe()))
-        })?;
-        let mut record = Vec::with_capacity(HEADER_BYTES + len + CRC_BYTES);
-        record.extend_from_slice(&header.to_bytes());
-        if index < k {
-            record.extend_from_slice(chunks.next().unwrap_or_default());
-        }
-        record.resize(HEADER_BYTES + len, 0);
-        records.push(record);
-    }
-    let mut payloads: Vec<&mut [u8]> = records.iter_mut().map(|r| &mut r[HEADER_BYTES..]).collect();
-    reed_solomon(params)?
-        .encode(&mut payloads)
-        .map_err(|e| CodecError::Encode(format!("stripe {stripe}: encode: {e}")))?;
+    let mut records = coded_shards(
+        params,
+        stripe,
+        data,
+        HEADER_BYTES,
+        CRC_BYTES,
+        |shard, out| {
+            let header = Header::of_shard(
+                params,
+                object_id,
+                stripe,
+                shard,
+                stripe_data_len,
+                payload_len,
+            );
+            header.check_layout().map_err(|reason| {
+                CodecError::InvalidParams(format!("cannot write {}: {reason}", header.describe()))
+            })?;
+            out.extend_from_slice(&header.to_bytes());
+            Ok(())
+        },
+    )?;
     for record in &mut records {
         let crc = crc32c::crc32c(&record[HEADER_BYTES..]);
         record.extend_from_slice(&crc.to_le_bytes());
     }
     Ok(records)
+}
+
+/// The k+m shard buffers of one stripe, coded: each starts with `offset` bytes written by
+/// `prefix` (given the shard index), then its payload of ceil(len / k) bytes (a data
+/// shard's chunk padded with zeros, or parity), with room for `room_after` more bytes.
+/// The payloads are coded where they lie, after their prefixes.
+fn coded_shards(
+    params: &CodecParams,
+    stripe: u64,
+    data: &[u8],
+    offset: usize,
+    room_after: usize,
+    mut prefix: impl FnMut(u8, &mut Vec<u8>) -> Result<(), CodecError>,
+) -> Result<Vec<Vec<u8>>, CodecError> {
+    let k = usize::from(params.data_shards);
+    let len = shard_len(data.len(), params.data_shards);
+    let mut chunks = data.chunks(len);
+    let mut shards = Vec::with_capacity(params.total_shards());
+    for (index, shard) in (0..params.total_shards()).zip(0..=u8::MAX) {
+        let mut buf = Vec::with_capacity(offset + len + room_after);
+        prefix(shard, &mut buf)?;
+        if buf.len() != offset {
+            return Err(CodecError::Encode(format!(
+                "stripe {stripe} shard {shard}: a {}-byte prefix where {offset} were expected",
+                buf.len()
+            )));
+        }
+        if index < k {
+            buf.extend_from_slice(chunks.next().unwrap_or_default());
+        }
+        buf.resize(offset + len, 0);
+        shards.push(buf);
+    }
+    let mut payloads: Vec<&mut [u8]> = shards.iter_mut().map(|s| &mut s[offset..]).collect();
+    reed_solomon(params)?
+        .encode(&mut payloads)
+        .map_err(|e| CodecError::Encode(format!("stripe {stripe}: encode: {e}")))?;
+    Ok(shards)
 }
 
 /// The stripe's data length, once the parameters and the length are known to be valid.
@@ -425,6 +438,26 @@ struct Header {
 }
 
 impl Header {
+    /// The header of shard `shard` of a stripe coded with `params`.
+    fn of_shard(
+        params: &CodecParams,
+        object_id: u64,
+        stripe: u64,
+        shard: u8,
+        stripe_data_len: u32,
+        payload_len: u32,
+    ) -> Header {
+        Header {
+            object_id,
+            stripe,
+            shard,
+            data_shards: params.data_shards,
+            parity_shards: params.parity_shards,
+            stripe_data_len,
+            payload_len,
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "object {} stripe {} shard {}",
@@ -578,6 +611,20 @@ fn read_payload(r: &mut impl Read, header: &Header) -> Result<Vec<u8>, CodecErro
 }
 
 impl ShardRecord {
+    /// The record of `header`'s shard holding `payload` (its length is the payload's, not
+    /// the header's `payload_len`).
+    fn from_header(header: &Header, payload: Vec<u8>) -> ShardRecord {
+        ShardRecord {
+            object_id: header.object_id,
+            stripe: header.stripe,
+            shard: header.shard,
+            data_shards: header.data_shards,
+            parity_shards: header.parity_shards,
+            stripe_data_len: header.stripe_data_len,
+            payload,
+        }
+    }
+
     fn header(&self) -> Header {
         Header {
             object_id: self.object_id,
@@ -623,15 +670,7 @@ impl ShardRecord {
         }
         let header = parse_header(&bytes)?;
         let payload = read_payload(r, &header)?;
-        Ok(Some(ShardRecord {
-            object_id: header.object_id,
-            stripe: header.stripe,
-            shard: header.shard,
-            data_shards: header.data_shards,
-            parity_shards: header.parity_shards,
-            stripe_data_len: header.stripe_data_len,
-            payload,
-        }))
+        Ok(Some(ShardRecord::from_header(&header, payload)))
     }
 
     /// Serialized size in bytes.
