@@ -14,6 +14,9 @@
 //! page cache instead: slower, never different.
 //!
 //! Nothing is durable before the caller's fsync, as with any write.
+//!
+//! The aligned buffer and the `O_DIRECT` switch are shared with the log's whole-page
+//! appender (`log/page_appender.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -24,7 +27,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths: a page, which covers any
 /// logical block size up to it.
-const DIRECT_ALIGN: usize = 4096;
+pub(crate) const DIRECT_ALIGN: usize = 4096;
 /// Bytes staged before one write: large enough that a write is one request to the disk
 /// of a useful size, small enough to stay in the CPU's caches between fills.
 pub const STAGE_BYTES: usize = 1 << 20;
@@ -48,10 +51,8 @@ pub struct DirectFileWriter {
 impl DirectFileWriter {
     /// Creates (or truncates) `path` for writing.
     pub fn create(path: &Path) -> io::Result<Self> {
-        let buffer = vec![0u8; STAGE_BYTES + DIRECT_ALIGN];
-        // `align_offset` may decline to answer (usize::MAX): then no O_DIRECT.
-        let aligned = buffer.as_ptr().align_offset(DIRECT_ALIGN);
-        let direct_file = if aligned < DIRECT_ALIGN {
+        let (buffer, aligned) = aligned_buffer(STAGE_BYTES);
+        let direct_file = if aligned.is_some() {
             OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -70,7 +71,7 @@ impl DirectFileWriter {
             file,
             direct,
             buffer,
-            start: if aligned < DIRECT_ALIGN { aligned } else { 0 },
+            start: aligned.unwrap_or(0),
             staged: 0,
             written: 0,
             finished: false,
@@ -173,12 +174,34 @@ impl DirectFileWriter {
     }
 
     fn turn_direct_off(&mut self) -> io::Result<()> {
-        let flags = fcntl(&self.file, FcntlArg::F_GETFL).map_err(io::Error::from)?;
-        let flags = OFlag::from_bits_truncate(flags) - OFlag::O_DIRECT;
-        fcntl(&self.file, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+        set_direct(&self.file, false)?;
         self.direct = false;
         Ok(())
     }
+}
+
+/// A zeroed buffer of `len + DIRECT_ALIGN` bytes and the offset in it where `len` bytes
+/// aligned for `O_DIRECT` start; `None` when the alignment cannot be found (`align_offset`
+/// may decline to answer), and then the buffer must not be used for `O_DIRECT`.
+pub(crate) fn aligned_buffer(len: usize) -> (Vec<u8>, Option<usize>) {
+    let buffer = vec![0u8; len + DIRECT_ALIGN];
+    let start = buffer.as_ptr().align_offset(DIRECT_ALIGN);
+    (buffer, (start < DIRECT_ALIGN).then_some(start))
+}
+
+/// Turns `O_DIRECT` on or off for `file`'s open file description (shared by its clones).
+/// A filesystem without direct I/O refuses to turn it on.
+pub(crate) fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(file, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+    let wanted = if on {
+        flags | OFlag::O_DIRECT
+    } else {
+        flags - OFlag::O_DIRECT
+    };
+    if wanted != flags {
+        fcntl(file, FcntlArg::F_SETFL(wanted)).map_err(io::Error::from)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
