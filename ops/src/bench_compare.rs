@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -133,7 +134,7 @@ fn load_args(target: Target, workload: &str, clients: u32, value: usize, secs: u
         target,
         clients,
         ops: 0,
-        duration_s: Some(secs),
+        duration: Some(Duration::from_secs(secs)),
         key_size: 16,
         value_size: value,
         keyspace: 10_000,

@@ -63,12 +63,13 @@ pub struct LoadArgs {
     pub target: Target,
     #[arg(long, default_value_t = 16)]
     pub clients: u32,
-    /// Total operations (ignored when --duration-s is given).
+    /// Total operations (ignored when --duration is given).
     #[arg(long, default_value_t = 20_000)]
     pub ops: u64,
-    /// Run for this many seconds instead of a fixed number of operations.
-    #[arg(long)]
-    pub duration_s: Option<u64>,
+    /// Run this long instead of a fixed number of operations: `30s`, `2m`, `1500ms`, or a
+    /// bare number of seconds (`--duration-s` is the older spelling of the same option).
+    #[arg(long, visible_alias = "duration-s", value_parser = parse_run_duration)]
+    pub duration: Option<Duration>,
     #[arg(long, default_value_t = 16)]
     pub key_size: usize,
     #[arg(long, default_value_t = 256)]
@@ -90,6 +91,22 @@ enum Workload {
     Put,
     Get { stale: bool },
     Mixed { read_percent: u32 },
+}
+
+/// `--duration`: a bare number is seconds; otherwise a length with its unit (`30s`, `2m`,
+/// `1500ms`, `1m 30s`). Zero is refused: a run must measure something.
+fn parse_run_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            format!("{text:?} is not a duration ({e}); give seconds (30) or a length with its unit (30s, 2m, 1500ms)")
+        })?,
+    };
+    if parsed.is_zero() {
+        return Err(format!("{text:?} is zero; a run must last some time"));
+    }
+    Ok(parsed)
 }
 
 fn parse_workload(text: &str) -> anyhow::Result<Workload> {
@@ -390,9 +407,7 @@ pub(crate) async fn load_on(
     let value = vec![b'v'; args.value_size];
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let deadline = args
-        .duration_s
-        .map(|s| Instant::now() + Duration::from_secs(s));
+    let deadline = args.duration.map(|d| Instant::now() + d);
     let budget = if deadline.is_some() {
         u64::MAX
     } else {
@@ -705,4 +720,51 @@ async fn wait_caught_up(cluster: &LocalCluster, client: &Client, id: u64) -> Cli
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn duration_of(args: &[&str]) -> Result<Option<Duration>, String> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map(|c| c.load.duration)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_run_length_is_seconds_or_a_length_with_its_unit() {
+        assert_eq!(duration_of(&[]), Ok(None));
+        assert_eq!(
+            duration_of(&["--duration", "10"]),
+            Ok(Some(Duration::from_secs(10)))
+        );
+        assert_eq!(
+            duration_of(&["--duration", "1500ms"]),
+            Ok(Some(Duration::from_millis(1500)))
+        );
+        assert_eq!(
+            duration_of(&["--duration", "2m"]),
+            Ok(Some(Duration::from_secs(120)))
+        );
+        assert_eq!(
+            duration_of(&["--duration-s", "7"]),
+            Ok(Some(Duration::from_secs(7)))
+        );
+    }
+
+    #[test]
+    fn a_bad_or_zero_run_length_is_refused_by_name() {
+        let bad = duration_of(&["--duration", "ten"]).unwrap_err();
+        assert!(bad.contains("\"ten\" is not a duration"), "{bad}");
+        let zero = duration_of(&["--duration", "0s"]).unwrap_err();
+        assert!(zero.contains("zero"), "{zero}");
+    }
 }
