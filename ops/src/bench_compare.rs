@@ -37,7 +37,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub memory_keys: u64,
     /// Failover trials per system.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub trials: u32,
     /// Seconds an idle Reprise cluster is watched for elections (0 = skip).
     #[arg(long, default_value_t = 600)]
@@ -311,7 +311,10 @@ fn machine() -> String {
         })
         .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
         .unwrap_or_default();
-    format!("{cores} cores ({cpu}), {mem} RAM")
+    let data = crate::scratch_dir::base()
+        .map(|d| crate::scratch_dir::describe(&d))
+        .unwrap_or_else(|e| e.to_string());
+    format!("{cores} cores ({cpu}), {mem} RAM; both systems' data on {data}")
 }
 
 fn versions() -> String {
@@ -361,7 +364,7 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     let _ = writeln!(md, "- Versions: {}", c.versions);
     let _ = writeln!(
         md,
-        "- Layout: Reprise 3 sites x 1 node, etcd 3 members, all on 127.0.0.1. Durability: both fsync every commit (etcd's WAL default; Reprise fdatasyncs on a quorum before acknowledging). Keys 16 B, 10,000 distinct keys; reads are linearizable on both (etcd: serializable=false).\n"
+        "- Layout: Reprise 3 sites x 1 node, etcd 3 members, all on 127.0.0.1. Durability: both fsync every commit (etcd's WAL default; Reprise fdatasyncs on a quorum before acknowledging). Keys 16 B, 10,000 distinct keys; reads are linearizable on both (etcd: serializable=false, a ReadIndex round through its leader; Reprise: served by the leader under its lease, which assumes the nodes' clocks advance at about the same rate, `node/src/read_index.rs`).\n- Clients: Reprise's own client follows leader redirects; the etcd client (a wire-compatible subset of etcd's v3 gRPC API, `ops/proto/etcd_min.proto`, not the `etcd-client` crate) sends to the member that leads when the cell starts, so neither system's requests are forwarded by a follower.\n"
     );
     let _ = writeln!(md, "## Throughput and latency\n");
     let _ = writeln!(
@@ -418,11 +421,13 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     );
     let _ = writeln!(
         md,
-        "| system | trials (ms) | median ms |\n|---|---|---:|\n| Reprise | {:?} | {} |\n| etcd | {:?} | {} |",
+        "| system | trials (ms) | median ms | max ms |\n|---|---|---:|---:|\n| Reprise | {:?} | {} | {} |\n| etcd | {:?} | {} | {} |",
         c.reprise_failover_ms,
         median(&c.reprise_failover_ms),
+        c.reprise_failover_ms.iter().max().copied().unwrap_or(0),
         c.etcd_failover_ms,
-        median(&c.etcd_failover_ms)
+        median(&c.etcd_failover_ms),
+        c.etcd_failover_ms.iter().max().copied().unwrap_or(0)
     );
     let _ = writeln!(
         md,
@@ -450,6 +455,12 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     };
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     for n in [64, 256] {
+        if find("put", n).is_empty() {
+            let _ = writeln!(
+                md,
+                "- Writes, {n} clients: not measured by this run (--clients has no {n})."
+            );
+        }
         for cell in find("put", n) {
             let ok = cell.ratio >= 3.0 && cell.reprise.p99_ms <= cell.etcd.p99_ms;
             let _ = writeln!(

@@ -27,7 +27,8 @@ use etcdpb::{PutRequest, RangeRequest, StatusRequest};
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A client of one etcd cluster: one channel per member, requests go to the current one
-/// and move to the next after an error (etcd members forward writes to their leader).
+/// (the first endpoint to begin with: the bench puts the leader there) and move to the
+/// next after an error (etcd members forward writes to their leader).
 #[derive(Clone)]
 pub struct EtcdClient {
     channels: Arc<Vec<Channel>>,
@@ -123,6 +124,26 @@ async fn member_status(endpoint: &str) -> anyhow::Result<(u64, u64)> {
         .into_inner();
     let member = s.header.map(|h| h.member_id).unwrap_or(0);
     Ok((member, s.leader))
+}
+
+/// `endpoints` with the one whose member leads first; as given when no member answers
+/// with a leader (the client then finds its way by its errors, as before).
+pub async fn leader_first(endpoints: &[String]) -> Vec<String> {
+    let mut leader = None;
+    for e in endpoints {
+        if let Ok((member, leads)) = member_status(e).await {
+            if member != 0 && member == leads {
+                leader = Some(e.clone());
+                break;
+            }
+        }
+    }
+    match leader {
+        Some(l) => std::iter::once(l.clone())
+            .chain(endpoints.iter().filter(|e| **e != l).cloned())
+            .collect(),
+        None => endpoints.to_vec(),
+    }
 }
 
 /// One member of a scratch cluster.

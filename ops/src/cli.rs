@@ -151,24 +151,57 @@ fn run(cli: Cli) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| CliError::Runtime(anyhow::anyhow!("start async runtime: {e}")))?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Node {
-                command: NodeCommand::Seed { config, snapshot },
-            } => cmd_node::seed(&config, &snapshot, &cli.global),
-            Command::Node { .. } | Command::Chaos { .. } => Ok(()),
-            Command::Cluster { command } => match command {
-                cmd_cluster::ClusterCommand::Local { command } => {
-                    cmd_local::run(command, &cli.global).await
-                }
-                other => cmd_cluster::run(other, &cli.global).await,
-            },
-            Command::Kv { command } => cmd_kv::run(command, &cli.global).await,
-            Command::Demo { command } => demo::run(command, &cli.global).await,
-            Command::Drill { command } => cmd_drill::run(command, &cli.global).await,
-            Command::Backup { command } => cmd_backup::run(command, &cli.global).await,
-            Command::Restore(args) => cmd_restore::run(args, &cli.global).await,
-            Command::Bench(args) => cmd_bench::run(args, &cli.global).await,
+    let outcome = runtime.block_on(async {
+        let command = async {
+            match cli.command {
+                Command::Node {
+                    command: NodeCommand::Seed { config, snapshot },
+                } => cmd_node::seed(&config, &snapshot, &cli.global),
+                Command::Node { .. } | Command::Chaos { .. } => Ok(()),
+                Command::Cluster { command } => match command {
+                    cmd_cluster::ClusterCommand::Local { command } => {
+                        cmd_local::run(command, &cli.global).await
+                    }
+                    other => cmd_cluster::run(other, &cli.global).await,
+                },
+                Command::Kv { command } => cmd_kv::run(command, &cli.global).await,
+                Command::Demo { command } => demo::run(command, &cli.global).await,
+                Command::Drill { command } => cmd_drill::run(command, &cli.global).await,
+                Command::Backup { command } => cmd_backup::run(command, &cli.global).await,
+                Command::Restore(args) => cmd_restore::run(args, &cli.global).await,
+                Command::Bench(args) => cmd_bench::run(args, &cli.global).await,
+            }
+        };
+        // A signal drops the command's future: the clusters, etcd members and nodes it
+        // started are stopped by pid as they are dropped, instead of outliving it.
+        tokio::select! {
+            result = command => result,
+            signal = stop_signal() => Err(CliError::Interrupted(format!(
+                "interrupted by {signal}; every process this command had started was stopped"
+            ))),
         }
-    })
+    });
+    if matches!(outcome, Err(CliError::Interrupted(_))) {
+        // Blocking work the command left running is not waited for long.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    }
+    outcome
+}
+
+/// The first of SIGINT, SIGTERM and SIGHUP to arrive (never, if the handlers cannot be
+/// installed: the signals then end the process as they would without them).
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+    }
 }

@@ -43,7 +43,7 @@ pub enum BenchCommand {
     Failover {
         #[arg(long, value_enum, default_value = "reprise")]
         target: Target,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
         trials: u32,
     },
     /// Backup and restore throughput against the disk's sequential write speed.
@@ -61,10 +61,10 @@ pub enum BenchCommand {
 pub struct LoadArgs {
     #[arg(long, value_enum, default_value = "reprise")]
     pub target: Target,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub clients: u32,
     /// Total operations (ignored when --duration is given).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub ops: u64,
     /// Run this long instead of a fixed number of operations: `30s`, `2m`, `1500ms`, or a
     /// bare number of seconds (`--duration-s` is the older spelling of the same option).
@@ -75,10 +75,10 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
     /// Distinct keys written or read.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub keyspace: u64,
     /// put | get-linearizable | get-stale | mixed:R (R = percent reads, linearizable)
-    #[arg(long, default_value = "put")]
+    #[arg(long, default_value = "put", value_parser = check_workload)]
     pub workload: String,
     /// Reprise only: send each request as its own unary RPC (one HTTP/2 stream each, as
     /// etcd's client does) instead of over the client's Multiplex stream.
@@ -109,6 +109,13 @@ fn parse_run_duration(text: &str) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// `--workload`, checked when the command line is read (before any cluster starts).
+fn check_workload(text: &str) -> Result<String, String> {
+    parse_workload(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn parse_workload(text: &str) -> anyhow::Result<Workload> {
     match text {
         "put" => Ok(Workload::Put),
@@ -131,7 +138,14 @@ pub struct LoadReport {
     pub target: Target,
     pub workload: String,
     pub clients: u32,
+    pub key_size: usize,
+    pub value_size: usize,
+    pub keyspace: u64,
+    /// Reprise only: one unary RPC per request instead of the Multiplex stream.
+    pub unary: bool,
+    /// Operations acknowledged; throughput and latencies count these only.
     pub ops: u64,
+    /// Operations that failed (not in `ops`, nor in the latencies).
     pub errors: u64,
     pub seconds: f64,
     pub ops_per_s: f64,
@@ -143,10 +157,25 @@ pub struct LoadReport {
     pub node_rss_mib: Vec<f64>,
 }
 
+/// What every benchmark key starts with.
+const KEY_PREFIX: &str = "bench/";
+
+/// Key `i` of a run: `bench/` and `i` in decimal, zero-padded to exactly `size` bytes
+/// (longer only when `size` cannot hold `i`, which `check_key_size` refuses up front).
 fn key(i: u64, size: usize) -> Vec<u8> {
-    let mut k = format!("bench/{i:012}").into_bytes();
-    k.resize(size.max(k.len()), b'.');
-    k
+    let digits = size.saturating_sub(KEY_PREFIX.len());
+    format!("{KEY_PREFIX}{i:0digits$}").into_bytes()
+}
+
+/// Keys of `key_size` bytes must tell `keys` keys apart.
+pub(crate) fn check_key_size(key_size: usize, keys: u64) -> anyhow::Result<()> {
+    let needed = KEY_PREFIX.len() + keys.saturating_sub(1).max(1).to_string().len();
+    if key_size < needed {
+        return Err(anyhow!(
+            "--key-size {key_size} cannot hold {keys} distinct keys: they need at least {needed} bytes (\"{KEY_PREFIX}\" and the key's number)"
+        ));
+    }
+    Ok(())
 }
 
 /// A cluster to benchmark: the given endpoints, or a scratch one stopped on drop.
@@ -171,16 +200,26 @@ impl Cluster {
         }
     }
 
-    fn backend(&self, unary: bool) -> CliResult<Backend> {
+    /// The endpoints in the order a run's clients use them. etcd's leader comes first, so
+    /// etcd's puts and linearizable reads go straight to it instead of being forwarded
+    /// by a follower (Reprise's client finds the leader by itself).
+    async fn run_endpoints(&self) -> Vec<String> {
+        match self.target {
+            Target::Reprise => self.endpoints.clone(),
+            Target::Etcd => crate::bench_etcd::leader_first(&self.endpoints).await,
+        }
+    }
+
+    fn backend(&self, endpoints: &[String], unary: bool) -> CliResult<Backend> {
         Ok(match self.target {
             Target::Reprise => Backend::Reprise(Arc::new(Client::new(
-                &self.endpoints,
+                endpoints,
                 ClientOptions {
                     multiplex: !unary,
                     ..Default::default()
                 },
             )?)),
-            Target::Etcd => Backend::Etcd(EtcdClient::new(&self.endpoints)?),
+            Target::Etcd => Backend::Etcd(EtcdClient::new(endpoints)?),
         })
     }
 }
@@ -236,7 +275,7 @@ pub(crate) async fn cluster_with(
     } else {
         "-configured"
     };
-    let dir = std::env::temp_dir().join(format!(
+    let dir = crate::scratch_dir::base()?.join(format!(
         "reprise-bench-{target:?}{variant}-{}",
         std::process::id()
     ));
@@ -319,6 +358,7 @@ pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
                 Format::Json => print_json(&report),
                 Format::Table => {
                     let row = vec![
+                        format!("{:?}", report.target).to_lowercase(),
                         report.workload.clone(),
                         report.clients.to_string(),
                         report.ops.to_string(),
@@ -337,6 +377,7 @@ pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
                     ];
                     print_table(
                         &[
+                            "TARGET",
                             "WORKLOAD",
                             "CLIENTS",
                             "OPS",
@@ -361,8 +402,9 @@ async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
     if args.unary && matches!(args.target, Target::Etcd) {
         return Err(anyhow!("--unary applies to --target reprise only").into());
     }
-    let target = cluster(args.target, global).await?;
     let workload = parse_workload(&args.workload)?;
+    check_key_size(args.key_size, args.keyspace)?;
+    let target = cluster(args.target, global).await?;
     if !matches!(workload, Workload::Put) {
         preload(&target, args, args.keyspace, global.output == Format::Table).await?;
     }
@@ -374,10 +416,12 @@ pub(crate) async fn preload(target: &Cluster, args: &LoadArgs, keys: u64, show: 
     if show {
         eprintln!("preloading {keys} keys of {} bytes...", args.value_size);
     }
+    check_key_size(args.key_size, keys)?;
+    let endpoints = target.run_endpoints().await;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..64 {
-        let (c, next) = (target.backend(args.unary)?, next.clone());
+        let (c, next) = (target.backend(&endpoints, args.unary)?, next.clone());
         let (key_size, value) = (args.key_size, vec![b'v'; args.value_size]);
         tasks.push(tokio::spawn(async move {
             loop {
@@ -413,11 +457,12 @@ pub(crate) async fn load_on(
     } else {
         args.ops
     };
+    let endpoints = target.run_endpoints().await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for n in 0..args.clients {
         let (c, done, errors, value) = (
-            target.backend(args.unary)?,
+            target.backend(&endpoints, args.unary)?,
             done.clone(),
             errors.clone(),
             value.clone(),
@@ -442,8 +487,9 @@ pub(crate) async fn load_on(
                     Some(stale) => c.get(&k, stale).await,
                     None => c.put(&k, &value).await,
                 };
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                if !ok {
+                if ok {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                } else {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -463,12 +509,25 @@ pub(crate) async fn load_on(
             .copied()
             .unwrap_or(0.0)
     };
+    let errors = errors.load(Ordering::Relaxed);
+    if lat.is_empty() && errors > 0 {
+        return Err(anyhow!(
+            "every request failed ({errors} errors): are the endpoints ({}) a {:?} cluster that answers?",
+            target.endpoints.join(","),
+            target.target
+        )
+        .into());
+    }
     Ok(LoadReport {
         target: target.target,
         workload: args.workload.clone(),
         clients: args.clients,
+        key_size: args.key_size,
+        value_size: args.value_size,
+        keyspace: args.keyspace,
+        unary: args.unary,
         ops: lat.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
+        errors,
         seconds,
         ops_per_s: lat.len() as f64 / seconds.max(1e-9),
         p50_ms: pick(0.5),
@@ -606,7 +665,8 @@ async fn failover(trials: u32, global: &Global) -> CliResult {
 
 /// kill -9 the Reprise leader `trials` times; each figure is kill → first acknowledged write.
 pub async fn failover_trials(trials: u32) -> CliResult<Vec<u128>> {
-    let dir = std::env::temp_dir().join(format!("reprise-bench-failover-{}", std::process::id()));
+    let dir =
+        crate::scratch_dir::base()?.join(format!("reprise-bench-failover-{}", std::process::id()));
     let mut cluster = local::up(&this_exe()?, &dir, &LocalSpec::new(3, 1))
         .await
         .map_err(anyhow::Error::from)?;
@@ -664,7 +724,7 @@ async fn etcd_failover(trials: u32, global: &Global) -> CliResult {
 
 /// kill -9 the etcd leader `trials` times; each figure is kill → first acknowledged put.
 pub async fn etcd_failover_trials(trials: u32) -> CliResult<Vec<u128>> {
-    let dir = std::env::temp_dir().join(format!(
+    let dir = crate::scratch_dir::base()?.join(format!(
         "reprise-bench-etcd-failover-{}",
         std::process::id()
     ));
@@ -758,6 +818,33 @@ mod tests {
             duration_of(&["--duration-s", "7"]),
             Ok(Some(Duration::from_secs(7)))
         );
+    }
+
+    #[test]
+    fn keys_have_exactly_the_size_asked_for() {
+        assert_eq!(key(7, 16), b"bench/0000000007".to_vec());
+        assert_eq!(key(9_999, 16).len(), 16);
+        assert_ne!(key(1, 16), key(10, 16));
+        assert!(check_key_size(16, 10_000).is_ok());
+        assert!(check_key_size(16, 10_000_000_000).is_ok());
+        let short = check_key_size(8, 1_000).unwrap_err().to_string();
+        assert!(short.contains("--key-size 8 cannot hold 1000"), "{short}");
+        assert!(short.contains("at least 9 bytes"), "{short}");
+    }
+
+    #[test]
+    fn counts_of_zero_and_unknown_workloads_are_refused_when_parsed() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(parse(&["--clients", "0"]).is_err());
+        assert!(parse(&["--ops", "0"]).is_err());
+        assert!(parse(&["--keyspace", "0"]).is_err());
+        let bad = parse(&["--workload", "mixed:150"]).unwrap_err();
+        assert!(bad.contains("unknown workload"), "{bad}");
+        assert!(parse(&["--workload", "mixed:50", "--clients", "1"]).is_ok());
     }
 
     #[test]

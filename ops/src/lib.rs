@@ -18,4 +18,5 @@ pub mod cmd_node;
 pub mod cmd_restore;
 pub mod demo;
 pub mod output;
+pub mod scratch_dir;
 pub mod targets_file;

@@ -33,6 +33,10 @@ pub enum CliError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A signal (SIGINT, SIGTERM, SIGHUP) stopped the command; what it had started was
+    /// stopped with it.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl CliError {
@@ -43,6 +47,7 @@ impl CliError {
             CliError::Runtime(_) => 2,
             CliError::NotFound(_) => 3,
             CliError::Unavailable(_) => 4,
+            CliError::Interrupted(_) => 130,
         })
     }
 }
