@@ -5,6 +5,7 @@
 //! stops it afterwards, reporting each node's resident memory at the end. Both targets
 //! run the same load loop.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,6 +183,8 @@ pub(crate) fn check_key_size(key_size: usize, keys: u64) -> anyhow::Result<()> {
 pub(crate) struct Cluster {
     target: Target,
     endpoints: Vec<String>,
+    /// How long a Reprise client call may follow leaders and retry (`--timeout-ms`).
+    deadline: Duration,
     scratch: Scratch,
 }
 
@@ -216,6 +219,7 @@ impl Cluster {
                 endpoints,
                 ClientOptions {
                     multiplex: !unary,
+                    deadline: self.deadline,
                     ..Default::default()
                 },
             )?)),
@@ -263,10 +267,12 @@ pub(crate) async fn cluster_with(
     global: &Global,
     node_config: &str,
 ) -> CliResult<Cluster> {
+    let deadline = Duration::from_millis(global.timeout_ms);
     if !global.endpoints.is_empty() {
         return Ok(Cluster {
             target,
             endpoints: global.endpoints.clone(),
+            deadline,
             scratch: Scratch::None,
         });
     }
@@ -297,6 +303,7 @@ pub(crate) async fn cluster_with(
             Ok(Cluster {
                 target,
                 endpoints,
+                deadline,
                 scratch: Scratch::Reprise(c, dir),
             })
         }
@@ -309,6 +316,7 @@ pub(crate) async fn cluster_with(
             Ok(Cluster {
                 target,
                 endpoints: c.endpoints(),
+                deadline,
                 scratch: Scratch::Etcd(c, dir),
             })
         }
@@ -341,6 +349,10 @@ impl Backend {
 /// Runs a bench command.
 pub async fn run(args: BenchArgs, global: &Global) -> CliResult {
     match args.command {
+        Some(BenchCommand::Failover { .. }) if !global.endpoints.is_empty() => Err(anyhow!(
+            "bench failover kills nodes of a scratch cluster it starts itself; drop --endpoints (or unset REPRISE_ENDPOINTS)"
+        )
+        .into()),
         Some(BenchCommand::Failover {
             target: Target::Reprise,
             trials,
@@ -405,10 +417,12 @@ async fn load(args: &LoadArgs, global: &Global) -> CliResult<LoadReport> {
     let workload = parse_workload(&args.workload)?;
     check_key_size(args.key_size, args.keyspace)?;
     let target = cluster(args.target, global).await?;
+    // Progress goes to stderr: shown on a terminal even with `-o json` on stdout.
+    let show = global.output == Format::Table || std::io::stderr().is_terminal();
     if !matches!(workload, Workload::Put) {
-        preload(&target, args, args.keyspace, global.output == Format::Table).await?;
+        preload(&target, args, args.keyspace, show).await?;
     }
-    load_on(&target, args, global.output == Format::Table).await
+    load_on(&target, args, show).await
 }
 
 /// Puts keys `0..keys` (values of the run's size) with 64 concurrent clients.
@@ -435,10 +449,16 @@ pub(crate) async fn preload(target: &Cluster, args: &LoadArgs, keys: u64, show: 
             }
         }));
     }
-    for t in tasks {
-        t.await.context("preload task")??;
+    let ticker = progress(next, keys, show);
+    let loaded: CliResult = async {
+        for t in tasks {
+            t.await.context("preload task")??;
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    ticker.abort();
+    loaded
 }
 
 /// Runs the load of `args` against `target` (already preloaded for reads).
