@@ -813,31 +813,29 @@ mod tests {
         load: LoadArgs,
     }
 
-    fn duration_of(args: &[&str]) -> Result<Option<Duration>, String> {
+    /// `bench ARGS` as the command line would parse it.
+    fn parse(args: &[&str]) -> Result<LoadArgs, String> {
         Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
-            .map(|c| c.load.duration)
+            .map(|c| c.load)
             .map_err(|e| e.to_string())
+    }
+
+    fn duration_of(args: &[&str]) -> Result<Option<Duration>, String> {
+        parse(args).map(|load| load.duration)
     }
 
     #[test]
     fn a_run_length_is_seconds_or_a_length_with_its_unit() {
         assert_eq!(duration_of(&[]), Ok(None));
-        assert_eq!(
-            duration_of(&["--duration", "10"]),
-            Ok(Some(Duration::from_secs(10)))
-        );
-        assert_eq!(
-            duration_of(&["--duration", "1500ms"]),
-            Ok(Some(Duration::from_millis(1500)))
-        );
-        assert_eq!(
-            duration_of(&["--duration", "2m"]),
-            Ok(Some(Duration::from_secs(120)))
-        );
-        assert_eq!(
-            duration_of(&["--duration-s", "7"]),
-            Ok(Some(Duration::from_secs(7)))
-        );
+        let cases: [(&[&str], Duration); 4] = [
+            (&["--duration", "10"], Duration::from_secs(10)),
+            (&["--duration", "1500ms"], Duration::from_millis(1500)),
+            (&["--duration", "2m"], Duration::from_secs(120)),
+            (&["--duration-s", "7"], Duration::from_secs(7)),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(duration_of(args), Ok(Some(expected)), "{args:?}");
+        }
     }
 
     #[test]
@@ -854,11 +852,6 @@ mod tests {
 
     #[test]
     fn counts_of_zero_and_unknown_workloads_are_refused_when_parsed() {
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
         assert!(parse(&["--clients", "0"]).is_err());
         assert!(parse(&["--ops", "0"]).is_err());
         assert!(parse(&["--keyspace", "0"]).is_err());
