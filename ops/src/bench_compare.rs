@@ -27,6 +27,10 @@ pub struct CompareArgs {
     /// Seconds per cell.
     #[arg(long, default_value_t = 5)]
     pub duration_s: u64,
+    /// Seconds of the same load run before each cell's measured seconds and not counted
+    /// (on both systems).
+    #[arg(long, default_value_t = 1)]
+    pub warmup_s: u64,
     /// Client counts, comma separated.
     #[arg(long, default_value = "1,16,64,256")]
     pub clients: String,
@@ -129,12 +133,21 @@ fn list<T: std::str::FromStr>(text: &str, what: &str) -> anyhow::Result<Vec<T>> 
         .collect()
 }
 
-fn load_args(target: Target, workload: &str, clients: u32, value: usize, secs: u64) -> LoadArgs {
+/// The load of one cell (or preload): `clients` running `workload` with values of `value`
+/// bytes, for the cell length and warm-up `run` asks for.
+fn load_args(
+    target: Target,
+    workload: &str,
+    clients: u32,
+    value: usize,
+    run: &CompareArgs,
+) -> LoadArgs {
     LoadArgs {
         target,
         clients,
         ops: 0,
-        duration: Some(Duration::from_secs(secs)),
+        duration: Some(Duration::from_secs(run.duration_s)),
+        warmup: Duration::from_secs(run.warmup_s),
         key_size: 16,
         value_size: value,
         keyspace: 10_000,
@@ -176,15 +189,14 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
             }
             reprise_first = !reprise_first;
             for (system, c) in order {
-                let pre = load_args(c_target(system), "put", 64, value, 0);
+                let pre = load_args(c_target(system), "put", 64, value, &args);
                 eprintln!("preloading 10000 keys of {value} B into {system}...");
                 preload(c, &pre, 10_000, false).await?;
             }
             for workload in ["put", "get-linearizable"] {
                 for &n in &clients {
-                    let on_reprise =
-                        load_args(Target::Reprise, workload, n, value, args.duration_s);
-                    let on_etcd = load_args(Target::Etcd, workload, n, value, args.duration_s);
+                    let on_reprise = load_args(Target::Reprise, workload, n, value, &args);
+                    let on_etcd = load_args(Target::Etcd, workload, n, value, &args);
                     let (r, e) = if reprise_first {
                         let r = load_on(&reprise, &on_reprise, false).await?;
                         (r, load_on(&etcd, &on_etcd, false).await?)
@@ -211,7 +223,7 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
                 }
             }
             if let Some(n) = reference_clients {
-                let mut on_reprise = load_args(Target::Reprise, "put", n, value, args.duration_s);
+                let mut on_reprise = load_args(Target::Reprise, "put", n, value, &args);
                 on_reprise.unary = true;
                 let r = load_on(&reprise, &on_reprise, false).await?;
                 references.push(ReferenceCell::new("unary calls", r, &cells, value, n));
@@ -223,10 +235,10 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
     if let Some(n) = reference_clients {
         for &value in &values {
             let off = cluster_with(Target::Reprise, &scratch, ARCHIVE_OFF_CONFIG).await?;
-            let pre = load_args(Target::Reprise, "put", 64, value, 0);
+            let pre = load_args(Target::Reprise, "put", 64, value, &args);
             eprintln!("preloading 10000 keys of {value} B into reprise (archive off)...");
             preload(&off, &pre, 10_000, false).await?;
-            let on_off = load_args(Target::Reprise, "put", n, value, args.duration_s);
+            let on_off = load_args(Target::Reprise, "put", n, value, &args);
             let r = load_on(&off, &on_off, false).await?;
             references.push(ReferenceCell::new("archive off", r, &cells, value, n));
         }
@@ -238,7 +250,7 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
     let mut rss = Vec::new();
     for target in [Target::Reprise, Target::Etcd] {
         let c = cluster(target, &scratch).await?;
-        let mut pre = load_args(target, "put", 64, 256, 0);
+        let mut pre = load_args(target, "put", 64, 256, &args);
         pre.key_size = 16;
         preload(&c, &pre, args.memory_keys, true).await?;
         rss.push(
@@ -357,8 +369,8 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     let _ = writeln!(md, "# Benchmarks: Reprise against etcd\n");
     let _ = writeln!(
         md,
-        "Measured by `bench/compare.sh` (`reprise bench compare`): both systems on this machine in one run, the cells alternating between them (which one runs first alternates from cell to cell, column \"first\"), {} s per cell.\n",
-        args.duration_s
+        "Measured by `bench/compare.sh` (`reprise bench compare`): both systems on this machine in one run, the cells alternating between them (which one runs first alternates from cell to cell, column \"first\"), {} s per cell, each measured after {} s of the same load that is not counted.\n",
+        args.duration_s, args.warmup_s
     );
     let _ = writeln!(md, "- Machine: {}", c.machine);
     let _ = writeln!(md, "- Versions: {}", c.versions);

@@ -71,6 +71,11 @@ pub struct LoadArgs {
     /// bare number of seconds (`--duration-s` is the older spelling of the same option).
     #[arg(long, visible_alias = "duration-s", value_parser = parse_run_duration)]
     pub duration: Option<Duration>,
+    /// Run the same load this long before measuring, and count nothing from it
+    /// (connections opened, both ends' buffers and batching settled): `1s`, `500ms`, or
+    /// a bare number of seconds; 0, the default, measures from the first request.
+    #[arg(long, default_value = "0", value_parser = parse_warmup)]
+    pub warmup: Duration,
     #[arg(long, default_value_t = 16)]
     pub key_size: usize,
     #[arg(long, default_value_t = 256)]
@@ -97,17 +102,30 @@ enum Workload {
 /// `--duration`: a bare number is seconds; otherwise a length with its unit (`30s`, `2m`,
 /// `1500ms`, `1m 30s`). Zero is refused: a run must measure something.
 fn parse_run_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let parsed = match text.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(text).map_err(|e| {
-            format!("{text:?} is not a duration ({e}); give seconds (30) or a length with its unit (30s, 2m, 1500ms)")
-        })?,
-    };
+    let parsed = parse_length(text)?;
     if parsed.is_zero() {
-        return Err(format!("{text:?} is zero; a run must last some time"));
+        return Err(format!(
+            "{:?} is zero; a run must last some time",
+            text.trim()
+        ));
     }
     Ok(parsed)
+}
+
+/// `--warmup`: as `--duration`, and zero (no warm-up) is allowed.
+fn parse_warmup(text: &str) -> Result<Duration, String> {
+    parse_length(text)
+}
+
+/// A bare number of seconds, or a length with its unit.
+fn parse_length(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            format!("{text:?} is not a duration ({e}); give seconds (30) or a length with its unit (30s, 2m, 1500ms)")
+        }),
+    }
 }
 
 /// `--workload`, checked when the command line is read (before any cluster starts).
@@ -148,6 +166,9 @@ pub struct LoadReport {
     pub ops: u64,
     /// Operations that failed (not in `ops`, nor in the latencies).
     pub errors: u64,
+    /// Seconds of unmeasured load before the measured window (`--warmup`).
+    pub warmup_s: f64,
+    /// Length of the measured window (after the warm-up).
     pub seconds: f64,
     pub ops_per_s: f64,
     pub p50_ms: f64,
@@ -471,14 +492,18 @@ pub(crate) async fn load_on(
     let value = vec![b'v'; args.value_size];
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let deadline = args.duration.map(|d| Instant::now() + d);
-    let budget = if deadline.is_some() {
+    let budget = if args.duration.is_some() {
         u64::MAX
     } else {
         args.ops
     };
     let endpoints = target.run_endpoints().await;
-    let started = Instant::now();
+    // Requests started before `measured_from` are the warm-up: sent, and counted nowhere.
+    let measured_from = Instant::now() + args.warmup;
+    let deadline = args.duration.map(|d| measured_from + d);
+    if show && !args.warmup.is_zero() {
+        eprintln!("  warming up for {:?}...", args.warmup);
+    }
     let mut tasks = Vec::new();
     for n in 0..args.clients {
         let (c, done, errors, value) = (
@@ -491,9 +516,14 @@ pub(crate) async fn load_on(
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(n));
             let mut lat = Vec::new();
-            while done.fetch_add(1, Ordering::Relaxed) < budget
-                && deadline.is_none_or(|d| Instant::now() < d)
-            {
+            loop {
+                let warming = Instant::now() < measured_from;
+                if !warming
+                    && (done.fetch_add(1, Ordering::Relaxed) >= budget
+                        || deadline.is_some_and(|d| Instant::now() >= d))
+                {
+                    break;
+                }
                 let k = key(rng.random_range(0..keyspace), key_size);
                 let read = match workload {
                     Workload::Put => None,
@@ -507,6 +537,9 @@ pub(crate) async fn load_on(
                     Some(stale) => c.get(&k, stale).await,
                     None => c.put(&k, &value).await,
                 };
+                if warming {
+                    continue;
+                }
                 if ok {
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 } else {
@@ -522,7 +555,7 @@ pub(crate) async fn load_on(
         lat.extend(t.await.context("bench client task")?);
     }
     ticker.abort();
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = measured_from.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| {
         lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
@@ -548,6 +581,7 @@ pub(crate) async fn load_on(
         unary: args.unary,
         ops: lat.len() as u64,
         errors,
+        warmup_s: args.warmup.as_secs_f64(),
         seconds,
         ops_per_s: lat.len() as f64 / seconds.max(1e-9),
         p50_ms: pick(0.5),
@@ -575,13 +609,14 @@ fn progress(done: Arc<AtomicU64>, budget: u64, show: bool) -> tokio::task::JoinH
 }
 
 /// Writes distinct keys with `put` until one is acknowledged, right after a kill; returns
-/// the milliseconds from the kill to that acknowledgement (gives up after 30 s).
-async fn first_ack_after_kill<F, Fut>(trial: u32, mut put: F) -> CliResult<u128>
+/// the milliseconds from `killed` (taken just before the signal was sent, so the time the
+/// kernel takes to tear the process down counts) to that acknowledgement (gives up after
+/// 30 s).
+async fn first_ack_after_kill<F, Fut>(trial: u32, killed: Instant, mut put: F) -> CliResult<u128>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let killed = Instant::now();
     for i in 0u64.. {
         if put(format!("failover/{trial}/{i}")).await {
             break;
@@ -694,8 +729,9 @@ pub async fn failover_trials(trials: u32) -> CliResult<Vec<u128>> {
     let mut measured = Vec::new();
     for trial in 0..trials {
         let leader = local::barrier(&writer).await.map_err(anyhow::Error::from)?;
+        let killed = Instant::now();
         cluster.kill9(leader).map_err(anyhow::Error::from)?;
-        let took = first_ack_after_kill(trial, |key| {
+        let took = first_ack_after_kill(trial, killed, |key| {
             let writer = &writer;
             async move { writer.put(key.as_bytes(), b"x").await.is_ok() }
         })
@@ -762,8 +798,9 @@ pub async fn etcd_failover_trials(trials: u32) -> CliResult<Vec<u128>> {
                 .put(format!("failover/{trial}/warm").as_bytes(), b"x")
                 .await
                 .map_err(|e| anyhow!("etcd put before the fault: {}", e.message()))?;
+            let killed = Instant::now();
             cluster.kill9(leader)?;
-            let took = first_ack_after_kill(trial, |key| {
+            let took = first_ack_after_kill(trial, killed, |key| {
                 let writer = &writer;
                 async move { writer.put(key.as_bytes(), b"x").await.is_ok() }
             })
@@ -858,6 +895,20 @@ mod tests {
         let bad = parse(&["--workload", "mixed:150"]).unwrap_err();
         assert!(bad.contains("unknown workload"), "{bad}");
         assert!(parse(&["--workload", "mixed:50", "--clients", "1"]).is_ok());
+    }
+
+    #[test]
+    fn a_warm_up_may_be_zero_and_is_none_unless_asked_for() {
+        let warmup_of = |args: &[&str]| parse(args).map(|load| load.warmup);
+        assert_eq!(warmup_of(&[]), Ok(Duration::ZERO));
+        assert_eq!(warmup_of(&["--warmup", "0"]), Ok(Duration::ZERO));
+        assert_eq!(warmup_of(&["--warmup", "2"]), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            warmup_of(&["--warmup", "500ms"]),
+            Ok(Duration::from_millis(500))
+        );
+        let bad = warmup_of(&["--warmup", "soon"]).unwrap_err();
+        assert!(bad.contains("\"soon\" is not a duration"), "{bad}");
     }
 
     #[test]
