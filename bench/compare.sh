@@ -2,7 +2,7 @@
 # Side-by-side benchmark of Reprise and etcd on this machine; writes BENCHMARKS.md.
 # Installs etcd from Debian if it is missing, builds Reprise in release mode, then runs
 # `reprise bench compare` (scratch clusters for both systems on 127.0.0.1, the matrix
-# alternating the two, memory after loading keys, failover trials, elections counted
+# alternating the two in rounds per cell, memory after loading keys, failover trials, elections counted
 # in a 10-minute idle run). Every process it starts is stopped by pid when it ends.
 # Extra arguments go to `reprise bench compare`, e.g.
 # `bench/compare.sh --duration-s 10 --memory-keys 1000000 --idle-s 600`.

@@ -1,9 +1,10 @@
 //! `reprise bench compare`: the side-by-side benchmark against etcd. Starts a scratch
 //! Reprise cluster (3 sites x 1 node) and a scratch 3-member etcd cluster on 127.0.0.1,
-//! runs the same matrix on both, alternating the two systems cell by cell (clients x
-//! put / linearizable get x value size; which system goes first alternates too, so
-//! neither always runs just after the other's cell or preload), measures each node's resident memory after
-//! loading the same keys, times leader failover on both, and writes BENCHMARKS.md with
+//! runs the same matrix on both (clients x put / linearizable get x value size), each cell
+//! in rounds that measure the two systems one after the other (which system goes first
+//! alternates from round to round, so neither always runs just after the other's run or
+//! preload; a cell's figures are each system's round of median throughput), measures
+//! each node's resident memory after loading the same keys, times leader failover on both, and writes BENCHMARKS.md with
 //! every figure and the Reprise/etcd ratio measured in the same run. Everything it
 //! starts it stops.
 
@@ -31,6 +32,10 @@ pub struct CompareArgs {
     /// (on both systems).
     #[arg(long, default_value_t = 1)]
     pub warmup_s: u64,
+    /// Rounds per cell: each round measures both systems, one after the other; a cell's
+    /// figures are each system's round of median throughput.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Client counts, comma separated.
     #[arg(long, default_value = "1,16,64,256")]
     pub clients: String,
@@ -56,11 +61,40 @@ struct Cell {
     workload: String,
     value_size: usize,
     clients: u32,
+    /// Each system's round of median throughput: the figures the table shows.
     reprise: LoadReport,
     etcd: LoadReport,
+    /// Reprise's median throughput over etcd's.
     ratio: f64,
-    /// The system measured first in this cell.
+    /// Every round's throughput, in the order measured.
+    reprise_rounds_ops_per_s: Vec<f64>,
+    etcd_rounds_ops_per_s: Vec<f64>,
+    /// Each round's own ratio: Reprise's run over etcd's run of the same round.
+    round_ratios: Vec<f64>,
+    /// The system measured first in the cell's first round (the order alternates from
+    /// round to round).
     first: &'static str,
+}
+
+/// The report of median throughput among `rounds` (the upper one of two middles).
+fn median_round(mut rounds: Vec<LoadReport>) -> anyhow::Result<LoadReport> {
+    rounds.sort_by(|a, b| a.ops_per_s.total_cmp(&b.ops_per_s));
+    let middle = rounds.len() / 2;
+    rounds
+        .into_iter()
+        .nth(middle)
+        .ok_or_else(|| anyhow!("a cell was measured in no rounds"))
+}
+
+/// `lo-hi x` over the rounds' own ratios, or the one ratio when there was one round.
+fn ratio_range(ratios: &[f64]) -> String {
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match ratios.len() {
+        0 => "-".to_string(),
+        1 => format!("{lo:.2}x"),
+        _ => format!("{lo:.2}-{hi:.2}x"),
+    }
 }
 
 /// Node config of the reference cluster without the continuous log archive.
@@ -197,19 +231,43 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
                 for &n in &clients {
                     let on_reprise = load_args(Target::Reprise, workload, n, value, &args);
                     let on_etcd = load_args(Target::Etcd, workload, n, value, &args);
-                    let (r, e) = if reprise_first {
-                        let r = load_on(&reprise, &on_reprise, false).await?;
-                        (r, load_on(&etcd, &on_etcd, false).await?)
-                    } else {
-                        let e = load_on(&etcd, &on_etcd, false).await?;
-                        (load_on(&reprise, &on_reprise, false).await?, e)
-                    };
                     let first = if reprise_first { "reprise" } else { "etcd" };
-                    reprise_first = !reprise_first;
+                    let (mut r_rounds, mut e_rounds) = (Vec::new(), Vec::new());
+                    for round in 1..=args.rounds {
+                        let (r, e) = if reprise_first {
+                            let r = load_on(&reprise, &on_reprise, false).await?;
+                            (r, load_on(&etcd, &on_etcd, false).await?)
+                        } else {
+                            let e = load_on(&etcd, &on_etcd, false).await?;
+                            (load_on(&reprise, &on_reprise, false).await?, e)
+                        };
+                        reprise_first = !reprise_first;
+                        eprintln!(
+                            "{workload:<17} {value:>5} B {n:>4} clients, round {round}: reprise {:>7.0} ops/s p99 {:>6.1} ms | etcd {:>7.0} ops/s p99 {:>6.1} ms | {:.2}x",
+                            r.ops_per_s,
+                            r.p99_ms,
+                            e.ops_per_s,
+                            e.p99_ms,
+                            r.ops_per_s / e.ops_per_s.max(1e-9)
+                        );
+                        r_rounds.push(r);
+                        e_rounds.push(e);
+                    }
+                    let round_ratios: Vec<f64> = r_rounds
+                        .iter()
+                        .zip(&e_rounds)
+                        .map(|(r, e)| r.ops_per_s / e.ops_per_s.max(1e-9))
+                        .collect();
+                    let reprise_rounds_ops_per_s = r_rounds.iter().map(|r| r.ops_per_s).collect();
+                    let etcd_rounds_ops_per_s = e_rounds.iter().map(|e| e.ops_per_s).collect();
+                    let r = median_round(r_rounds)?;
+                    let e = median_round(e_rounds)?;
                     let ratio = r.ops_per_s / e.ops_per_s.max(1e-9);
                     eprintln!(
-                        "{workload:<17} {value:>5} B {n:>4} clients: reprise {:>7.0} ops/s p99 {:>6.1} ms | etcd {:>7.0} ops/s p99 {:>6.1} ms | {ratio:.2}x",
-                        r.ops_per_s, r.p99_ms, e.ops_per_s, e.p99_ms
+                        "{workload:<17} {value:>5} B {n:>4} clients: medians reprise {:>7.0} ops/s | etcd {:>7.0} ops/s | {ratio:.2}x (rounds {})",
+                        r.ops_per_s,
+                        e.ops_per_s,
+                        ratio_range(&round_ratios)
                     );
                     cells.push(Cell {
                         workload: workload.to_string(),
@@ -218,6 +276,9 @@ pub async fn run(args: CompareArgs, global: &Global) -> CliResult {
                         reprise: r,
                         etcd: e,
                         ratio,
+                        reprise_rounds_ops_per_s,
+                        etcd_rounds_ops_per_s,
+                        round_ratios,
                         first,
                     });
                 }
@@ -369,8 +430,8 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     let _ = writeln!(md, "# Benchmarks: Reprise against etcd\n");
     let _ = writeln!(
         md,
-        "Measured by `bench/compare.sh` (`reprise bench compare`): both systems on this machine in one run, the cells alternating between them (which one runs first alternates from cell to cell, column \"first\"), {} s per cell, each measured after {} s of the same load that is not counted.\n",
-        args.duration_s, args.warmup_s
+        "Measured by `bench/compare.sh` (`reprise bench compare`): both systems on this machine in one run. Each cell is measured in {} rounds; a round runs the load {} s on each system, one after the other, each after {} s of the same load that is not counted, and which system goes first alternates from round to round (column \"first\": the first round's). A cell's figures are each system's round of median throughput, the ratio is of those two medians, and the column \"rounds\" gives the range of the rounds' own ratios (each round's Reprise run over its etcd run).\n",
+        args.rounds, args.duration_s, args.warmup_s
     );
     let _ = writeln!(md, "- Machine: {}", c.machine);
     let _ = writeln!(md, "- Versions: {}", c.versions);
@@ -381,19 +442,20 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     let _ = writeln!(md, "## Throughput and latency\n");
     let _ = writeln!(
         md,
-        "| workload | value | clients | Reprise ops/s | etcd ops/s | Reprise/etcd | Reprise p50 / p99 ms | etcd p50 / p99 ms | errors R/E | first |"
+        "| workload | value | clients | Reprise ops/s | etcd ops/s | Reprise/etcd | rounds | Reprise p50 / p99 ms | etcd p50 / p99 ms | errors R/E | first |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for cell in &c.cells {
         let _ = writeln!(
             md,
-            "| {} | {} B | {} | {:.0} | {:.0} | {:.2}x | {:.1} / {:.1} | {:.1} / {:.1} | {}/{} | {} |",
+            "| {} | {} B | {} | {:.0} | {:.0} | {:.2}x | {} | {:.1} / {:.1} | {:.1} / {:.1} | {}/{} | {} |",
             cell.workload,
             cell.value_size,
             cell.clients,
             cell.reprise.ops_per_s,
             cell.etcd.ops_per_s,
             cell.ratio,
+            ratio_range(&cell.round_ratios),
             cell.reprise.p50_ms,
             cell.reprise.p99_ms,
             cell.etcd.p50_ms,
@@ -458,7 +520,10 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
         fmt(&c.reprise_rss_mib),
         fmt(&c.etcd_rss_mib)
     );
-    let _ = writeln!(md, "\n## Targets (issue 5), judged on the figures above\n");
+    let _ = writeln!(
+        md,
+        "\n## Targets (issue 5), judged on the figures above (each system's median round)\n"
+    );
     let find = |w: &str, n: u32| {
         c.cells
             .iter()
@@ -477,9 +542,10 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
             let ok = cell.ratio >= 3.0 && cell.reprise.p99_ms <= cell.etcd.p99_ms;
             let _ = writeln!(
                 md,
-                "- Writes, {n} clients, {} B: {:.2}x etcd (target >= 3x), p99 {:.1} vs {:.1} ms (target: no worse): {}",
+                "- Writes, {n} clients, {} B: {:.2}x etcd (target >= 3x; rounds {}), p99 {:.1} vs {:.1} ms (target: no worse): {}",
                 cell.value_size,
                 cell.ratio,
+                ratio_range(&cell.round_ratios),
                 cell.reprise.p99_ms,
                 cell.etcd.p99_ms,
                 verdict(ok)
@@ -489,18 +555,20 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
     for cell in find("put", 1) {
         let _ = writeln!(
             md,
-            "- Writes, 1 client, {} B: {:.2}x etcd (target >= 1x): {}",
+            "- Writes, 1 client, {} B: {:.2}x etcd (target >= 1x; rounds {}): {}",
             cell.value_size,
             cell.ratio,
+            ratio_range(&cell.round_ratios),
             verdict(cell.ratio >= 1.0)
         );
     }
     for cell in find("get-linearizable", 64) {
         let _ = writeln!(
             md,
-            "- Linearizable reads, 64 clients, {} B: {:.2}x etcd (target >= 2x): {}",
+            "- Linearizable reads, 64 clients, {} B: {:.2}x etcd (target >= 2x; rounds {}): {}",
             cell.value_size,
             cell.ratio,
+            ratio_range(&cell.round_ratios),
             verdict(cell.ratio >= 2.0)
         );
     }
@@ -536,4 +604,66 @@ fn render(c: &Comparison, args: &CompareArgs) -> String {
         let _ = writeln!(md, "\n## What limits Reprise today\n\n{}", notes.trim_end());
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ops_per_s: f64, p99_ms: f64) -> LoadReport {
+        LoadReport {
+            target: Target::Reprise,
+            workload: "put".to_string(),
+            clients: 64,
+            key_size: 16,
+            value_size: 256,
+            keyspace: 10_000,
+            unary: false,
+            ops: 1,
+            errors: 0,
+            warmup_s: 1.0,
+            seconds: 5.0,
+            ops_per_s,
+            p50_ms: 1.0,
+            p90_ms: 2.0,
+            p99_ms,
+            max_ms: 9.0,
+            node_rss_mib: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_cell_shows_the_round_of_median_throughput_with_its_own_latencies() {
+        let rounds = vec![report(300.0, 3.0), report(100.0, 1.0), report(200.0, 2.0)];
+        let median = median_round(rounds).unwrap();
+        assert_eq!(median.ops_per_s, 200.0);
+        assert_eq!(median.p99_ms, 2.0, "the latencies come from the same round");
+        let one = median_round(vec![report(50.0, 5.0)]).unwrap();
+        assert_eq!(one.ops_per_s, 50.0);
+        assert!(median_round(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_rounds_ratios_are_shown_as_a_range() {
+        assert_eq!(ratio_range(&[3.53, 2.81, 2.98]), "2.81-3.53x");
+        assert_eq!(ratio_range(&[1.5]), "1.50x");
+        assert_eq!(ratio_range(&[]), "-");
+    }
+
+    #[test]
+    fn rounds_of_zero_are_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            compare: CompareArgs,
+        }
+        let rounds = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("compare").chain(args.iter().copied()))
+                .map(|c| c.compare.rounds)
+        };
+        assert_eq!(rounds(&[]).ok(), Some(3));
+        assert_eq!(rounds(&["--rounds", "5"]).ok(), Some(5));
+        assert!(rounds(&["--rounds", "0"]).is_err());
+    }
 }
